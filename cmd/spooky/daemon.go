@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+
+	"spooky/config"
+	"spooky/stages"
+	"spooky/stages/balancer"
+	"spooky/stages/control"
+	"spooky/stages/listener"
+	"spooky/stages/pool"
+	"spooky/stages/router"
+	"spooky/stages/telemetry"
+	"spooky/supervisor"
+)
+
+// daemon is one running spooky: its stages, wired by their mailboxes, under
+// one supervisor.
+type daemon struct {
+	cfg        *config.Config
+	log        *slog.Logger
+	supervisor *supervisor.Supervisor
+	listener   *listener.Listener
+	router     *router.Router
+	balancer   *balancer.Balancer
+	pool       *pool.Pool
+	telemetry  *telemetry.Telemetry
+	control    *control.Control
+}
+
+// newDaemon builds every stage and binds the client socket; nothing serves
+// until run.
+func newDaemon(configPath string, cfg *config.Config, log *slog.Logger) (*daemon, error) {
+	d := &daemon{cfg: cfg, log: log}
+	d.supervisor = &supervisor.Supervisor{OnEvent: func(e supervisor.Event) {
+		log.Error("stage failed", "stage", e.Stage, "restarts", e.Restarts, "backoff", e.Backoff, "err", e.Err)
+	}}
+	routerBox := stages.NewMailbox(cfg.Stages.Router)
+	balancerBox := stages.NewMailbox(cfg.Stages.Balancer)
+	poolBox := stages.NewMailbox(cfg.Stages.Pool)
+
+	var err error
+	d.telemetry = telemetry.New(cfg, d.supervisor.Statuses, log)
+	d.router = router.New(cfg, routerBox, balancerBox)
+	if d.balancer, err = balancer.New(cfg, balancerBox, poolBox); err != nil {
+		return nil, err
+	}
+	if d.pool, err = pool.New(cfg, poolBox); err != nil {
+		return nil, err
+	}
+	if d.listener, err = listener.New(cfg, routerBox, d.telemetry, log); err != nil {
+		return nil, err
+	}
+
+	d.control = control.New(configPath, cfg, log)
+	for _, t := range []control.Target{d.telemetry.Inbox(), poolBox, balancerBox, routerBox, d.listener} {
+		d.control.AddTarget(t)
+	}
+	d.telemetry.ShowConfig(d.control.Status)
+
+	// Downstream stages start first, so the listener never offers work to a
+	// stage that is not reading yet.
+	for _, s := range []struct {
+		name string
+		svc  interface {
+			supervisor.Service
+			stages.Inspector
+		}
+	}{
+		{"telemetry", d.telemetry},
+		{"pool", d.pool},
+		{"balancer", d.balancer},
+		{"router", d.router},
+		{"listener", d.listener},
+		{"control", d.control},
+	} {
+		d.supervisor.Add(supervisor.Spec{Name: s.name, Service: s.svc})
+		d.telemetry.Register(s.name, s.svc)
+	}
+	return d, nil
+}
+
+// run serves until ctx ends, then drains: the listener stops taking requests
+// and waits for those in flight (up to listen.drain_timeout) before the other
+// stages stop. It returns an error only when a stage escalated.
+func (d *daemon) run(ctx context.Context) error {
+	stagesCtx, stopStages := context.WithCancel(context.Background())
+	defer stopStages()
+	served := make(chan error, 1)
+	go func() { served <- d.supervisor.Serve(stagesCtx) }()
+
+	var err error
+	select {
+	case <-ctx.Done():
+		d.log.Info("draining", "timeout", d.cfg.Listen.DrainTimeout)
+		drainCtx, cancel := context.WithTimeout(context.Background(), d.cfg.Listen.DrainTimeout)
+		if err := d.listener.Drain(drainCtx); err != nil {
+			d.log.Warn("drain cut short", "err", err)
+		}
+		cancel()
+		stopStages()
+		err = <-served
+	case err = <-served:
+	}
+	d.pool.Close()
+	d.listener.Close()
+	return err
+}

@@ -1,0 +1,414 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+
+	"spooky/bench/backend"
+	"spooky/config"
+)
+
+// testBackend is an in-process h2c backend serving the demo handlers.
+type testBackend struct {
+	addr string
+	srv  *http.Server
+}
+
+func startBackend(t *testing.T, name string) *testBackend {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &testBackend{addr: ln.Addr().String()}
+	b.srv = backend.ServeH2C(ln, backend.Handler(name))
+	t.Cleanup(func() { b.srv.Close() })
+	return b
+}
+
+// deadAddress is a loopback port that nothing listens on.
+func deadAddress(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// spookyConfig renders a config with one route per upstream group, each
+// group listing addrs.
+func spookyConfig(routes string, groups map[string][]string) string {
+	var b strings.Builder
+	b.WriteString("listen: { address: \"127.0.0.1:0\" }\nadmin: { address: \"127.0.0.1:0\" }\nlog: { level: error }\n")
+	b.WriteString("stages:\n  pool: { workers: 64, queue: 256 }\n")
+	b.WriteString("routes:\n" + routes)
+	b.WriteString("upstreams:\n")
+	for name, addrs := range groups {
+		fmt.Fprintf(&b, "  %s:\n    endpoints:\n", name)
+		for _, a := range addrs {
+			fmt.Fprintf(&b, "      - { address: %q }\n", a)
+		}
+	}
+	return b.String()
+}
+
+func writeConfig(t *testing.T, doc string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// startSpooky runs a daemon in-process from a config file on disk and
+// returns its HTTP/3 base URL and the daemon.
+func startSpooky(t *testing.T, doc string) (string, *daemon) {
+	t.Helper()
+	path := writeConfig(t, doc)
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	d, err := newDaemon(path, cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("daemon: %v", err)
+		}
+	})
+	waitFor(t, func() bool { return d.telemetry.AdminURL() != "" })
+	return "https://" + d.listener.Addr().String(), d
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 5s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func h3Client(t *testing.T) *http.Client {
+	t.Helper()
+	tr := &http3.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
+	t.Cleanup(func() { tr.Close() })
+	return &http.Client{Transport: tr, Timeout: 20 * time.Second}
+}
+
+func get(t *testing.T, c *http.Client, url string) (*http.Response, string) {
+	t.Helper()
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, string(body)
+}
+
+const allRoute = "  - { match: { host: \"*\", path_prefix: \"/\" }, upstream: app }\n"
+
+func TestGetThroughSpooky(t *testing.T) {
+	b := startBackend(t, "b1")
+	url, _ := startSpooky(t, spookyConfig(allRoute, map[string][]string{"app": {b.addr}}))
+	resp, body := get(t, h3Client(t), url+"/")
+	if resp.StatusCode != 200 || body != "hello from b1\n" || resp.Header.Get("X-Backend") != "b1" {
+		t.Fatalf("got %d %q %v", resp.StatusCode, body, resp.Header)
+	}
+	if resp.Proto != "HTTP/3.0" {
+		t.Fatalf("proto %s", resp.Proto)
+	}
+}
+
+func TestPostTenMebibytesEchoedByteExact(t *testing.T) {
+	b := startBackend(t, "b1")
+	url, _ := startSpooky(t, spookyConfig(allRoute, map[string][]string{"app": {b.addr}}))
+	const size = 10 << 20
+	pr, pw := io.Pipe()
+	sent := sha256.New()
+	go func() {
+		chunk := make([]byte, 64<<10)
+		for i := 0; i < size/len(chunk); i++ {
+			for j := range chunk {
+				chunk[j] = byte(i*31 + j)
+			}
+			sent.Write(chunk)
+			if _, err := pw.Write(chunk); err != nil {
+				pw.CloseWithError(err)
+				return
+			}
+		}
+		pw.Close()
+	}()
+	resp, err := h3Client(t).Post(url+"/echo", "application/octet-stream", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	got := sha256.New()
+	n, err := io.Copy(got, resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 200 || n != size || !bytes.Equal(got.Sum(nil), sent.Sum(nil)) {
+		t.Fatalf("status %d, %d bytes back of %d, digests equal: %v", resp.StatusCode, n, size, bytes.Equal(got.Sum(nil), sent.Sum(nil)))
+	}
+}
+
+func TestServerSentEventsArriveAsSent(t *testing.T) {
+	b := startBackend(t, "b1")
+	url, _ := startSpooky(t, spookyConfig(allRoute, map[string][]string{"app": {b.addr}}))
+	start := time.Now()
+	resp, err := h3Client(t).Get(url + "/sse?n=3&interval=300ms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	r := bufio.NewReader(resp.Body)
+	line, err := r.ReadString('\n')
+	if err != nil || line != "data: 1\n" {
+		t.Fatalf("first line %q, %v", line, err)
+	}
+	firstAt := time.Since(start)
+	rest, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := time.Since(start)
+	if !strings.Contains(string(rest), "data: 3") {
+		t.Fatalf("rest %q", rest)
+	}
+	// The backend spends 600ms between its first and last event; the first
+	// must not wait for the last.
+	if total-firstAt < 400*time.Millisecond {
+		t.Fatalf("first event at %v, end at %v: the stream was buffered", firstAt, total)
+	}
+}
+
+func TestTrailersArrive(t *testing.T) {
+	b := startBackend(t, "b1")
+	url, _ := startSpooky(t, spookyConfig(allRoute, map[string][]string{"app": {b.addr}}))
+	resp, body := get(t, h3Client(t), url+"/trailers")
+	if resp.StatusCode != 200 || body == "" {
+		t.Fatalf("got %d %q", resp.StatusCode, body)
+	}
+	if resp.Trailer.Get("Grpc-Status") != "0" || resp.Trailer.Get("Grpc-Message") != "ok" {
+		t.Fatalf("trailers %v", resp.Trailer)
+	}
+}
+
+func TestForwardedHeadersReachTheBackend(t *testing.T) {
+	b := startBackend(t, "b1")
+	url, _ := startSpooky(t, spookyConfig(allRoute, map[string][]string{"app": {b.addr}}))
+	req, _ := http.NewRequest("GET", url+"/headers", nil)
+	// quic-go's client drops the connection-specific fields itself and its
+	// server rejects them as malformed (RFC 9114 §4.2); what can arrive is
+	// TE, which only "trailers" may survive, and X-Forwarded-For from an
+	// earlier hop.
+	req.Header.Set("Te", "trailers")
+	req.Header.Set("X-Forwarded-For", "203.0.113.7")
+	req.Header.Set("X-Custom", "kept")
+	resp2, err := h3Client(t).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp2.Body.Close()
+	var seen backend.Received
+	if err := json.NewDecoder(resp2.Body).Decode(&seen); err != nil {
+		t.Fatal(err)
+	}
+	h := seen.Header
+	for _, name := range []string{"Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Upgrade"} {
+		if _, ok := h[name]; ok {
+			t.Errorf("%s reached the backend", name)
+		}
+	}
+	if got := h.Get("X-Forwarded-For"); got != "203.0.113.7, 127.0.0.1" {
+		t.Errorf("X-Forwarded-For %q", got)
+	}
+	if h.Get("X-Forwarded-Proto") != "https" || h.Get("Via") != "3 spooky" || h.Get("X-Custom") != "kept" {
+		t.Errorf("headers %v", h)
+	}
+	if seen.Host != strings.TrimPrefix(url, "https://") {
+		t.Errorf("backend saw :authority %q, client sent %q", seen.Host, strings.TrimPrefix(url, "https://"))
+	}
+}
+
+func TestRoundRobinSpreadsEvenly(t *testing.T) {
+	b1, b2 := startBackend(t, "b1"), startBackend(t, "b2")
+	url, _ := startSpooky(t, spookyConfig(allRoute, map[string][]string{"app": {b1.addr, b2.addr}}))
+	c := h3Client(t)
+	counts := map[string]int{}
+	for range 100 {
+		resp, _ := get(t, c, url+"/")
+		counts[resp.Header.Get("X-Backend")]++
+	}
+	if counts["b1"] != 50 || counts["b2"] != 50 {
+		t.Fatalf("spread %v", counts)
+	}
+}
+
+func TestErrorStatuses(t *testing.T) {
+	b := startBackend(t, "b1")
+	routes := "  - { match: { host: \"*\", path_prefix: \"/down\" }, upstream: down }\n" +
+		"  - { match: { host: \"*\", path_prefix: \"/slow\" }, upstream: app, timeout: 200ms }\n" +
+		"  - { match: { host: \"*\", path_prefix: \"/app\" }, upstream: app }\n"
+	url, _ := startSpooky(t, spookyConfig(routes, map[string][]string{"app": {b.addr}, "down": {deadAddress(t)}}))
+	c := h3Client(t)
+	for _, tc := range []struct {
+		path, want string
+		status     int
+	}{
+		{"/nowhere", "no route", 404},
+		{"/down", "upstream connect failed", 502},
+		{"/slow?d=2s", "route timeout", 504},
+	} {
+		resp, body := get(t, c, url+tc.path)
+		if resp.StatusCode != tc.status || !strings.Contains(body, tc.want) || strings.Count(body, "\n") != 1 {
+			t.Errorf("%s: got %d %q; want %d mentioning %q on one line", tc.path, resp.StatusCode, body, tc.status, tc.want)
+		}
+	}
+}
+
+func TestUpstreamDyingMidBodyResetsTheClientStream(t *testing.T) {
+	b := startBackend(t, "b1")
+	url, _ := startSpooky(t, spookyConfig(allRoute, map[string][]string{"app": {b.addr}}))
+	var n int64
+	resp, err := h3Client(t).Get(url + "/cut?n=100000")
+	if err == nil {
+		// The reset may overtake the response header, or come after
+		// some of the body: either way it must surface as an error.
+		n, err = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	var h3Err *http3.Error
+	var streamErr *quic.StreamError
+	if err == nil || !(errors.As(err, &h3Err) || errors.As(err, &streamErr)) {
+		t.Fatalf("read %d bytes and then %v; want a stream error", n, err)
+	}
+}
+
+func TestDebugStagesShowsEveryStage(t *testing.T) {
+	b := startBackend(t, "b1")
+	_, d := startSpooky(t, spookyConfig(allRoute, map[string][]string{"app": {b.addr}}))
+	resp, err := http.Get(d.telemetry.AdminURL() + "/debug/stages")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Stages []struct {
+			Name    string `json:"name"`
+			State   string `json:"state"`
+			Workers int    `json:"workers"`
+			Mailbox *struct {
+				DataCap int `json:"data_cap"`
+			} `json:"mailbox"`
+		} `json:"stages"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, s := range out.Stages {
+		names[s.Name] = true
+		if s.State != "running" {
+			t.Errorf("%s is %s", s.Name, s.State)
+		}
+		if s.Name == "pool" && (s.Mailbox == nil || s.Mailbox.DataCap != 256 || s.Workers != 64) {
+			t.Errorf("pool stage shows %+v", s)
+		}
+	}
+	for _, want := range []string{"listener", "router", "balancer", "pool", "telemetry"} {
+		if !names[want] {
+			t.Errorf("stage %s missing from %v", want, names)
+		}
+	}
+}
+
+func TestMetricsCountRequests(t *testing.T) {
+	b := startBackend(t, "b1")
+	url, d := startSpooky(t, spookyConfig(allRoute, map[string][]string{"app": {b.addr}}))
+	c := h3Client(t)
+	for range 3 {
+		get(t, c, url+"/")
+	}
+	want := `spooky_requests_total{route="*/",upstream="app",status_class="2xx"} 3`
+	var text string
+	waitFor(t, func() bool {
+		resp, err := http.Get(d.telemetry.AdminURL() + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		text = string(body)
+		return strings.Contains(text, want)
+	})
+	if !strings.Contains(text, "spooky_request_duration_seconds_bucket{route=\"*/\",upstream=\"app\"") {
+		t.Fatalf("no latency histogram in\n%s", text)
+	}
+}
+
+func TestConcurrentRequestsAllAnswered(t *testing.T) {
+	b1, b2 := startBackend(t, "b1"), startBackend(t, "b2")
+	url, _ := startSpooky(t, spookyConfig(allRoute, map[string][]string{"app": {b1.addr, b2.addr}}))
+	c := h3Client(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, 200)
+	for range 200 {
+		wg.Go(func() {
+			resp, err := c.Get(url + "/bytes?n=1000")
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer resp.Body.Close()
+			n, err := io.Copy(io.Discard, resp.Body)
+			if err != nil || n != 1000 || resp.StatusCode != 200 {
+				errs <- fmt.Errorf("status %d, %d bytes, %v", resp.StatusCode, n, err)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}

@@ -1,0 +1,92 @@
+// Command spooky terminates HTTP/3 and forwards requests over warm HTTP/2
+// connections to upstream backends.
+//
+//	spooky -config config.yaml   run the daemon
+//	spooky -check config.yaml    validate a config, print OK or every error
+//
+// SIGINT and SIGTERM drain in-flight requests and stop. Exit codes: 0 after
+// a clean stop or a valid check, 1 for a bad config or a failed check,
+// 2 for bad flags, 3 when a stage kept failing and the daemon gave up.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"spooky/config"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("spooky", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "config.yaml", "config file to run with")
+	checkPath := fs.String("check", "", "validate this config file, print OK or every error, and exit")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *checkPath != "" {
+		return check(*checkPath, stdout, stderr)
+	}
+
+	cfg, err := config.Load(*configPath)
+	if err != nil {
+		printConfigErrors(stderr, *configPath, err)
+		return 1
+	}
+	log := newLogger(stderr, cfg.Log.Level)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	d, err := newDaemon(*configPath, cfg, log)
+	if err != nil {
+		log.Error("cannot start", "err", err)
+		return 1
+	}
+	log.Info("spooky serving", "http3", d.listener.Addr().String(), "admin", cfg.Admin.Address, "config", *configPath)
+	if err := d.run(ctx); err != nil {
+		log.Error("stopped after repeated stage failures", "err", err)
+		return 3
+	}
+	log.Info("spooky stopped")
+	return 0
+}
+
+func check(path string, stdout, stderr io.Writer) int {
+	if _, err := config.Load(path); err != nil {
+		printConfigErrors(stderr, path, err)
+		return 1
+	}
+	fmt.Fprintln(stdout, "OK")
+	return 0
+}
+
+// printConfigErrors writes one problem a line.
+func printConfigErrors(w io.Writer, path string, err error) {
+	var joined interface{ Unwrap() []error }
+	if errors.As(err, &joined) {
+		fmt.Fprintf(w, "%s: %d problems:\n", path, len(joined.Unwrap()))
+		for _, e := range joined.Unwrap() {
+			fmt.Fprintf(w, "  %v\n", e)
+		}
+		return
+	}
+	fmt.Fprintf(w, "%s: %v\n", path, err)
+}
+
+func newLogger(w io.Writer, level string) *slog.Logger {
+	var l slog.Level
+	// The config was validated, so the level is one slog knows.
+	_ = l.UnmarshalText([]byte(strings.ToUpper(level)))
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+}

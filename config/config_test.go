@@ -1,0 +1,525 @@
+package config_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"math/big"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"spooky/config"
+)
+
+// minimal is the smallest valid configuration: everything else defaults.
+const minimal = `
+routes:
+  - upstream: app
+upstreams:
+  app:
+    endpoints:
+      - address: 127.0.0.1:9001
+`
+
+// writeFile writes body to name in dir and returns its path.
+func writeFile(t *testing.T, dir, name, body string) string {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func load(t *testing.T, doc string) (*config.Config, error) {
+	t.Helper()
+	return config.Load(writeFile(t, t.TempDir(), "spooky.yaml", doc))
+}
+
+// problems splits the error Load returned into the problems it joins.
+func problems(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	if err == nil {
+		return nil
+	}
+	return []error{err}
+}
+
+// selfSigned writes a fresh self-signed certificate and its key as PEM
+// files in dir.
+func selfSigned(t *testing.T, dir string) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "localhost"},
+		DNSNames:     []string{"localhost"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile = writeFile(t, dir, "cert.pem", string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})))
+	keyFile = writeFile(t, dir, "key.pem", string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})))
+	return certFile, keyFile
+}
+
+func TestMinimalConfigGetsDefaults(t *testing.T) {
+	c, err := load(t, minimal)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	// Field by field rather than one DeepEqual, so that a field added to
+	// the schema does not break this test; give it a line here instead.
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"listen.address", c.Listen.Address, config.DefaultListenAddress},
+		{"listen.tls", c.Listen.TLS, (*config.TLS)(nil)},
+		{"listen.admission_wait", c.Listen.AdmissionWait, config.DefaultAdmissionWait},
+		{"listen.drain_timeout", c.Listen.DrainTimeout, config.DefaultDrainTimeout},
+		{"admin.address", c.Admin.Address, config.DefaultAdminAddress},
+		{"log.level", c.Log.Level, "info"},
+		{"stages.router", c.Stages.Router, config.Stage{Workers: 2, Queue: 1024}},
+		{"stages.balancer", c.Stages.Balancer, config.Stage{Workers: 2, Queue: 1024}},
+		{"stages.pool", c.Stages.Pool, config.Stage{Workers: 1024, Queue: 4096}},
+		{"stages.telemetry", c.Stages.Telemetry, config.Stage{Workers: 1, Queue: 4096}},
+		{"len(routes)", len(c.Routes), 1},
+		{"upstream names", c.UpstreamNames, []string{"app"}},
+		{"len(upstreams)", len(c.Upstreams), 1},
+	}
+	if len(c.Routes) == 1 {
+		r := c.Routes[0]
+		checks = append(checks, []struct {
+			name      string
+			got, want any
+		}{
+			{"routes[0].match", r.Match, config.Match{Host: "*", PathPrefix: "/"}},
+			{"routes[0].upstream", r.Upstream, "app"},
+			{"routes[0].timeout", r.Timeout, config.DefaultRouteTimeout},
+			{"routes[0].name", r.Name, "*/"},
+		}...)
+	}
+	if u := c.Upstreams["app"]; u != nil {
+		checks = append(checks, []struct {
+			name      string
+			got, want any
+		}{
+			{"upstreams.app.name", u.Name, "app"},
+			{"upstreams.app.policy", u.Policy, config.DefaultPolicy},
+			{"upstreams.app.protocol", u.Protocol, config.DefaultProtocol},
+			{"upstreams.app.connect_timeout", u.ConnectTimeout, config.DefaultConnectTimeout},
+			{"upstreams.app.tls", u.TLS, config.UpstreamTLS{}},
+			{"upstreams.app.endpoints", u.Endpoints, []config.Endpoint{{Address: "127.0.0.1:9001", Weight: 1}}},
+		}...)
+	} else {
+		t.Errorf("upstreams = %v, want group app", c.Upstreams)
+	}
+	for _, ck := range checks {
+		if !reflect.DeepEqual(ck.got, ck.want) {
+			t.Errorf("%s = %#v, want %#v", ck.name, ck.got, ck.want)
+		}
+	}
+}
+
+func TestFullConfig(t *testing.T) {
+	dir := t.TempDir()
+	cert, key := selfSigned(t, dir)
+	doc := `
+listen:
+  address: "0.0.0.0:8443"
+  admission_wait: 250ms
+  tls: { cert: ` + cert + `, key: ` + key + ` }
+admin: { address: ":9902" }
+log: { level: debug }
+stages:
+  router:    { workers: 4, queue: 64 }
+  pool:      { workers: "16", queue: 128.0 }
+routes:
+  - match: { host: "*.Example.com", path_prefix: /api }
+    upstream: api
+    timeout: 5s
+  - upstream: web
+upstreams:
+  web:
+    endpoints:
+      - { address: "127.0.0.1:9001" }
+  api:
+    policy: round_robin
+    protocol: h2
+    connect_timeout: 500ms
+    tls: { ca: ` + cert + `, server_name: api.internal, insecure_skip_verify: "true" }
+    endpoints:
+      - { address: "[::1]:9443", weight: 3 }
+      - { address: "backend.internal:9443" }
+`
+	c, err := config.Load(writeFile(t, dir, "spooky.yaml", doc))
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if c.Listen.TLS == nil || c.Listen.TLS.Cert != cert || c.Listen.TLS.Key != key {
+		t.Errorf("Listen.TLS = %+v, want cert %s key %s", c.Listen.TLS, cert, key)
+	}
+	if _, err := c.Listen.TLS.Load(); err != nil {
+		t.Errorf("TLS.Load: %v", err)
+	}
+	if c.Listen.Address != "0.0.0.0:8443" || c.Listen.AdmissionWait != 250*time.Millisecond {
+		t.Errorf("Listen = %+v", c.Listen)
+	}
+	if c.Admin.Address != ":9902" || c.Log.Level != "debug" {
+		t.Errorf("Admin, Log = %+v, %+v", c.Admin, c.Log)
+	}
+	wantStages := config.Stages{
+		Router:    config.Stage{Workers: 4, Queue: 64},
+		Balancer:  config.Stage{Workers: 2, Queue: 1024},
+		Pool:      config.Stage{Workers: 16, Queue: 128},
+		Telemetry: config.Stage{Workers: 1, Queue: 4096},
+	}
+	if c.Stages != wantStages {
+		t.Errorf("Stages = %+v, want %+v", c.Stages, wantStages)
+	}
+	if r := c.Routes[0]; r.Match.Host != "*.example.com" || r.Match.PathPrefix != "/api" || r.Timeout != 5*time.Second || r.Upstream != "api" {
+		t.Errorf("Routes[0] = %+v", r)
+	}
+	if !slices.Equal(c.UpstreamNames, []string{"api", "web"}) {
+		t.Errorf("UpstreamNames = %v, want sorted [api web]", c.UpstreamNames)
+	}
+	api := c.Upstreams["api"]
+	if api.Protocol != "h2" || api.ConnectTimeout != 500*time.Millisecond || !api.TLS.InsecureSkipVerify || api.TLS.ServerName != "api.internal" {
+		t.Errorf("api = %+v", api)
+	}
+	if want := []config.Endpoint{{"[::1]:9443", 3}, {"backend.internal:9443", 1}}; !slices.Equal(api.Endpoints, want) {
+		t.Errorf("api endpoints = %+v, want %+v", api.Endpoints, want)
+	}
+	if pool, err := api.TLS.RootCAs(); err != nil || pool == nil {
+		t.Errorf("RootCAs = %v, %v; want a pool", pool, err)
+	}
+}
+
+func TestInvalidConfigs(t *testing.T) {
+	dir := t.TempDir()
+	cert, key := selfSigned(t, dir)
+	other := t.TempDir()
+	_, otherKey := selfSigned(t, other)
+	notPEM := writeFile(t, dir, "not.pem", "hello")
+	missing := filepath.Join(dir, "missing.pem")
+
+	// with returns minimal with extra top-level YAML added.
+	with := func(extra string) string { return minimal + extra }
+	upstream := func(body string) string {
+		return "routes:\n  - upstream: app\nupstreams:\n  app:\n" + body
+	}
+
+	tests := []struct {
+		name string
+		doc  string
+		want []string // every one must appear in the error text
+	}{
+		{"unknown top-level key", with("tcp: { enabled: true }\n"),
+			[]string{"tcp:", "unknown key", "want one of ", "listen", "upstreams"}},
+		{"unknown nested key", with("admin: { adress: 127.0.0.1:1 }\n"),
+			[]string{"admin.adress", "unknown key", "want one of address"}},
+		{"listen.address without port", with("listen: { address: localhost }\n"),
+			[]string{"listen.address", `"localhost"`, "want host:port"}},
+		{"listen.address port out of range", with("listen: { address: \"127.0.0.1:70000\" }\n"),
+			[]string{"listen.address", `"127.0.0.1:70000"`, "want host:port"}},
+		{"admin.address not a string", with("admin: { address: [1] }\n"),
+			[]string{"admin.address", "[1]", "want a string"}},
+		{"listen.admission_wait zero", with("listen: { admission_wait: 0s }\n"),
+			[]string{"listen.admission_wait", `"0s"`, "want a positive duration"}},
+		{"negative workers", with("stages: { pool: { workers: -3 } }\n"),
+			[]string{"stages.pool.workers", `"-3"`, "want a whole number of at least 1"}},
+		{"non-number workers", with("stages: { pool: { workers: many } }\n"),
+			[]string{"stages.pool.workers", `"many"`, "want a whole number of at least 1"}},
+		{"fractional queue", with("stages: { router: { queue: 1.5 } }\n"),
+			[]string{"stages.router.queue", `"1.5"`, "want a whole number of at least 1"}},
+		{"unknown stage", with("stages: { cache: { workers: 1 } }\n"),
+			[]string{"stages.cache", "unknown key", "want one of router, balancer, pool, telemetry"}},
+		{"log level", with("log: { level: verbose }\n"),
+			[]string{"log.level", `"verbose"`, "want one of debug, info, warn, error"}},
+		{"route to unknown group", "routes:\n  - upstream: nope\nupstreams:\n  app:\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n",
+			[]string{"routes[0].upstream", `"nope"`, "want one of the groups under upstreams: app"}},
+		{"route without upstream", "routes:\n  - timeout: 1s\nupstreams:\n  app:\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n",
+			[]string{"routes[0].upstream", "missing", "want the name of an upstream group"}},
+		{"bad route timeout", "routes:\n  - { upstream: app, timeout: 3x }\nupstreams:\n  app:\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n",
+			[]string{"routes[0].timeout", `"3x"`, "want a positive duration such as 500ms or 30s"}},
+		{"route timeout without unit", "routes:\n  - { upstream: app, timeout: 30 }\nupstreams:\n  app:\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n",
+			[]string{"routes[0].timeout", `"30"`, "want a positive duration"}},
+		{"path_prefix without slash", "routes:\n  - { upstream: app, match: { path_prefix: api } }\nupstreams:\n  app:\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n",
+			[]string{"routes[0].match.path_prefix", `"api"`, "want a path starting with /"}},
+		{"host with inner wildcard", "routes:\n  - { upstream: app, match: { host: \"a.*.com\" } }\nupstreams:\n  app:\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n",
+			[]string{"routes[0].match.host", `"a.*.com"`, `want "*", an exact host, or "*.suffix"`}},
+		{"empty routes", "routes: []\nupstreams:\n  app:\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n",
+			[]string{"routes:", `"[]"`, "want a list of at least one route"}},
+		{"missing routes", "upstreams:\n  app:\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n",
+			[]string{"routes: missing", "want a list of at least one route"}},
+		{"missing upstreams", "routes:\n  - upstream: app\n",
+			[]string{"upstreams: missing", "want at least one upstream group"}},
+		{"unknown policy", upstream("    policy: random\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n"),
+			[]string{"upstreams.app.policy", `"random"`, "want one of round_robin"}},
+		{"unknown protocol", upstream("    protocol: h3\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n"),
+			[]string{"upstreams.app.protocol", `"h3"`, "want one of h2c, h2"}},
+		{"bad connect_timeout", upstream("    connect_timeout: -1s\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n"),
+			[]string{"upstreams.app.connect_timeout", `"-1s"`, "want a positive duration"}},
+		{"bad insecure_skip_verify", upstream("    tls: { insecure_skip_verify: maybe }\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n"),
+			[]string{"upstreams.app.tls.insecure_skip_verify", `"maybe"`, "want true or false"}},
+		{"missing upstream CA file", upstream("    tls: { ca: " + missing + " }\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n"),
+			[]string{"upstreams.app.tls.ca", missing, "want a readable PEM file of CA certificates", "no such file"}},
+		{"upstream CA not PEM", upstream("    tls: { ca: " + notPEM + " }\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n"),
+			[]string{"upstreams.app.tls.ca", notPEM, "no PEM certificate"}},
+		{"endpoint without port", upstream("    endpoints: [{address: \"10.0.0.1\"}]\n"),
+			[]string{"upstreams.app.endpoints[0].address", `"10.0.0.1"`, "want host:port"}},
+		{"endpoint without address", upstream("    endpoints: [{weight: 2}]\n"),
+			[]string{"upstreams.app.endpoints[0].address", "missing", "want host:port"}},
+		{"duplicate endpoint", upstream("    endpoints: [{address: \"127.0.0.1:9001\"}, {address: \"127.0.0.1:9001\"}]\n"),
+			[]string{"upstreams.app.endpoints[1].address", `"127.0.0.1:9001"`, "want an address not already listed in this group"}},
+		{"weight 0", upstream("    endpoints: [{address: \"127.0.0.1:9001\", weight: 0}]\n"),
+			[]string{"upstreams.app.endpoints[0].weight", `"0"`, "want a whole number of at least 1"}},
+		{"no endpoints", upstream("    policy: round_robin\n"),
+			[]string{"upstreams.app.endpoints", "missing", "want a list of at least one endpoint"}},
+		{"bad group name", "routes:\n  - upstream: a b\nupstreams:\n  \"a b\":\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n",
+			[]string{"upstreams.a b", `"a b"`, "want a group name of letters, digits"}},
+		{"tls cert file missing", with("listen: { tls: { cert: " + missing + ", key: " + key + " } }\n"),
+			[]string{"listen.tls.cert", missing, "want a readable PEM certificate matching the key in", "no such file"}},
+		{"tls cert not PEM", with("listen: { tls: { cert: " + notPEM + ", key: " + key + " } }\n"),
+			[]string{"listen.tls.cert", notPEM, "want a readable PEM certificate matching the key in"}},
+		{"tls key does not match cert", with("listen: { tls: { cert: " + cert + ", key: " + otherKey + " } }\n"),
+			[]string{"listen.tls.cert", cert, otherKey, "matching the key"}},
+		{"tls cert without key", with("listen: { tls: { cert: " + cert + " } }\n"),
+			[]string{"listen.tls.key", "missing", "want a PEM private key file"}},
+		{"tls key without cert", with("listen: { tls: { key: " + key + " } }\n"),
+			[]string{"listen.tls.cert", "missing", "want a PEM certificate file"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := load(t, tt.doc)
+			if err == nil {
+				t.Fatalf("Load succeeded (%+v), want an error", c)
+			}
+			if c != nil {
+				t.Errorf("Load returned a config with its error")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+			if ps := problems(err); len(ps) != 1 {
+				t.Errorf("got %d problems, want 1:\n%v", len(ps), err)
+			}
+			var ce *config.Error
+			if !errors.As(err, &ce) {
+				t.Errorf("error %v is not a *config.Error", err)
+			}
+		})
+	}
+}
+
+func TestYAMLSyntaxError(t *testing.T) {
+	doc := "routes:\n  - upstream: app\nupstreams: [\n  app: {\n"
+	path := writeFile(t, t.TempDir(), "spooky.yaml", doc)
+	c, err := config.Load(path)
+	if err == nil || c != nil {
+		t.Fatalf("Load = %v, %v; want only an error", c, err)
+	}
+	for _, w := range []string{"config:", path, "line "} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q does not contain %q", err, w)
+		}
+	}
+}
+
+func TestMissingFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "nope.yaml")
+	c, err := config.Load(path)
+	if err == nil || c != nil || !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), path) {
+		t.Fatalf("Load(missing) = %v, %v; want an error naming the path that wraps os.ErrNotExist", c, err)
+	}
+}
+
+func TestEveryProblemIsReported(t *testing.T) {
+	doc := `
+listen: { address: nowhere }
+stages: { pool: { workers: 0 } }
+routes:
+  - { upstream: app, timeout: 3x }
+upstreams:
+  app:
+    endpoints: [{ address: "127.0.0.1:9001" }]
+`
+	_, err := load(t, doc)
+	ps := problems(err)
+	if len(ps) != 3 {
+		t.Fatalf("got %d problems, want 3:\n%v", len(ps), err)
+	}
+	var keys []string
+	for _, p := range ps {
+		var ce *config.Error
+		if !errors.As(p, &ce) {
+			t.Fatalf("problem %v is not a *config.Error", p)
+		}
+		keys = append(keys, ce.Key)
+	}
+	slices.Sort(keys)
+	if want := []string{"listen.address", "routes[0].timeout", "stages.pool.workers"}; !slices.Equal(keys, want) {
+		t.Fatalf("problem keys = %v, want %v", keys, want)
+	}
+}
+
+func TestEnvOverrides(t *testing.T) {
+	t.Setenv("SPOOKY_ADMIN__ADDRESS", "127.0.0.1:9999")
+	t.Setenv("SPOOKY_STAGES__POOL__WORKERS", "7")
+	t.Setenv("SPOOKY_LISTEN__ADMISSION_WAIT", "250ms")
+	c, err := load(t, minimal+"admin: { address: \"127.0.0.1:1234\" }\n")
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if c.Admin.Address != "127.0.0.1:9999" {
+		t.Errorf("admin.address = %q, want the environment's 127.0.0.1:9999 over the file's", c.Admin.Address)
+	}
+	if c.Stages.Pool.Workers != 7 {
+		t.Errorf("stages.pool.workers = %d, want 7", c.Stages.Pool.Workers)
+	}
+	if c.Stages.Pool.Queue != 4096 {
+		t.Errorf("stages.pool.queue = %d, want the default 4096 kept beside an overridden sibling", c.Stages.Pool.Queue)
+	}
+	if c.Listen.AdmissionWait != 250*time.Millisecond {
+		t.Errorf("listen.admission_wait = %v, want 250ms", c.Listen.AdmissionWait)
+	}
+}
+
+func TestBadEnvOverride(t *testing.T) {
+	t.Setenv("SPOOKY_STAGES__POOL__WORKERS", "abc")
+	c, err := load(t, minimal)
+	if err == nil || c != nil {
+		t.Fatalf("Load = %v, %v; want an error", c, err)
+	}
+	for _, w := range []string{"stages.pool.workers", `"abc"`, "whole number"} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q does not contain %q", err, w)
+		}
+	}
+}
+
+func TestUnknownEnvKey(t *testing.T) {
+	t.Setenv("SPOOKY_ADMIN__PORT", "9999")
+	_, err := load(t, minimal)
+	if err == nil || !strings.Contains(err.Error(), "admin.port") || !strings.Contains(err.Error(), "unknown key") {
+		t.Fatalf("Load = %v; want an error naming admin.port as unknown", err)
+	}
+}
+
+func TestErrorText(t *testing.T) {
+	tests := []struct {
+		err  config.Error
+		want string
+	}{
+		{config.Error{Key: "routes", Want: "a list"}, "routes: missing; want a list"},
+		{config.Error{Key: "stages.pool.workers", Value: -1, Want: "a whole number of at least 1"},
+			`stages.pool.workers: "-1" is not valid; want a whole number of at least 1`},
+		{config.Error{Key: "routes[0].timeout", Value: "3x", Want: "a duration"},
+			`routes[0].timeout: "3x" is not valid; want a duration`},
+	}
+	for _, tt := range tests {
+		if got := tt.err.Error(); got != tt.want {
+			t.Errorf("Error() = %q, want %q", got, tt.want)
+		}
+	}
+}
+
+func TestRootCAsEmpty(t *testing.T) {
+	pool, err := config.UpstreamTLS{}.RootCAs()
+	if pool != nil || err != nil {
+		t.Fatalf("RootCAs() with no CA = %v, %v; want nil, nil (system roots)", pool, err)
+	}
+}
+
+func FuzzLoad(f *testing.F) {
+	f.Add(minimal)
+	f.Add("")
+	f.Add("null")
+	f.Add("- a\n- b\n")
+	f.Add("routes: []\n")
+	f.Add("listen: { address: nowhere }\nstages: { pool: { workers: 0 } }\n" + minimal)
+	f.Add("routes:\n  - { upstream: app, timeout: 3x, match: { host: \"*.x\", path_prefix: api } }\nupstreams:\n  app:\n    policy: random\n    endpoints: [{address: \"10.0.0.1\", weight: 0}, {address: \"10.0.0.1\"}]\n")
+	f.Add("stages: { pool: { workers: 1e300, queue: .nan } }\n" + minimal)
+	f.Add("listen: { tls: { cert: /nonexistent, key: /nonexistent } }\n" + minimal)
+	f.Add("a: &x [*x]\n")
+	f.Add("upstreams: [\n")
+	f.Fuzz(func(t *testing.T, doc string) {
+		c, err := load(t, doc)
+		if (c == nil) == (err == nil) {
+			t.Fatalf("Load = %v, %v; want exactly one of a config and an error", c, err)
+		}
+		if c == nil {
+			return
+		}
+		// A config Load accepts keeps its promises.
+		if len(c.Routes) == 0 || len(c.Upstreams) == 0 {
+			t.Fatalf("accepted a config without routes or upstreams: %+v", c)
+		}
+		if !slices.IsSorted(c.UpstreamNames) || len(c.UpstreamNames) != len(c.Upstreams) {
+			t.Fatalf("UpstreamNames = %v for %d groups", c.UpstreamNames, len(c.Upstreams))
+		}
+		for _, r := range c.Routes {
+			if c.Upstreams[r.Upstream] == nil {
+				t.Fatalf("route to unknown group %q accepted", r.Upstream)
+			}
+			if !strings.HasPrefix(r.Match.PathPrefix, "/") || r.Timeout <= 0 {
+				t.Fatalf("bad route accepted: %+v", r)
+			}
+		}
+		for name, u := range c.Upstreams {
+			if len(u.Endpoints) == 0 {
+				t.Fatalf("group %q accepted without endpoints", name)
+			}
+			for _, ep := range u.Endpoints {
+				if ep.Weight < 1 || ep.Address == "" {
+					t.Fatalf("bad endpoint accepted in %q: %+v", name, ep)
+				}
+			}
+		}
+		for _, s := range []config.Stage{c.Stages.Router, c.Stages.Balancer, c.Stages.Pool, c.Stages.Telemetry} {
+			if s.Workers < 1 || s.Queue < 1 {
+				t.Fatalf("bad stage accepted: %+v", s)
+			}
+		}
+	})
+}
+
+func TestErrorOrderIsStable(t *testing.T) {
+	doc := minimal + "stages: { pool: { workers: 0 }, router: { queue: 0 }, telemetry: { workers: x } }\n"
+	_, first := load(t, doc)
+	if first == nil {
+		t.Fatal("Load succeeded, want 3 problems")
+	}
+	for range 20 {
+		if _, err := load(t, doc); err == nil || err.Error() != first.Error() {
+			t.Fatalf("BUG(config/load.go decoder.stages): the same file gave problems in a different order:\n%v\nthen\n%v\n"+
+				"(stages are walked by ranging over a map, so their errors come out in random order)", first, err)
+		}
+	}
+}

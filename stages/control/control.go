@@ -1,0 +1,202 @@
+// Package control owns the running configuration: it watches the config
+// file and SIGHUP, loads and validates a new config in full, and broadcasts
+// each valid snapshot on every stage's priority lane. An invalid config is
+// rejected, logged and shown; the running one stays.
+package control
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/knadh/koanf/providers/file"
+
+	"spooky/config"
+	"spooky/stages"
+)
+
+// Target is a stage that takes control messages; every mailbox is one.
+type Target interface {
+	SendControl(ctx context.Context, c stages.Control) error
+}
+
+// Status is the control plane's view for /debug/config.
+type Status struct {
+	Version      int       `json:"version"`
+	SHA256       string    `json:"sha256"`
+	LoadedAt     time.Time `json:"loaded_at"`
+	LastResult   string    `json:"last_result"` // "ok" or "error"
+	LastError    string    `json:"last_error,omitempty"`
+	LastErrorAt  time.Time `json:"last_error_at,omitzero"`
+	ReloadsOK    uint64    `json:"reloads_ok"`
+	ReloadsError uint64    `json:"reloads_error"`
+}
+
+// settle is how long the file must stay quiet after a change before it is
+// read: editors and `cp` write in several steps, and reading between them
+// would reject a half-written file.
+const settle = 150 * time.Millisecond
+
+// Control is the control-plane stage.
+type Control struct {
+	path    string
+	log     *slog.Logger
+	targets []Target
+
+	mu      sync.Mutex
+	current *config.Config
+	status  Status
+}
+
+// New returns the control plane for the config at path, which was loaded
+// as cfg. Targets are added with AddTarget before Serve.
+func New(path string, cfg *config.Config, log *slog.Logger) *Control {
+	c := &Control{path: path, log: log, current: cfg}
+	c.status = Status{Version: 1, SHA256: fileSum(path), LoadedAt: time.Now(), LastResult: "ok"}
+	return c
+}
+
+// AddTarget adds a stage that must hear of every new config.
+func (c *Control) AddTarget(t Target) { c.targets = append(c.targets, t) }
+
+// Current is the config in force.
+func (c *Control) Current() *config.Config {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.current
+}
+
+// Status reports the last reload.
+func (c *Control) Status() Status {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.status
+}
+
+// Inspect shows the control plane on /debug/stages; it has no mailbox.
+func (c *Control) Inspect() stages.Info { return stages.Info{Workers: 1} }
+
+// Serve reloads on SIGHUP and whenever the file changes, until ctx ends.
+func (c *Control) Serve(ctx context.Context) error {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	changed := make(chan struct{}, 1)
+	watcher := c.watch(ctx, changed)
+	defer watcher.Wait()
+
+	var debounce <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-hup:
+			c.log.Info("SIGHUP: reloading config", "path", c.path)
+			c.Reload(ctx)
+		case <-changed:
+			debounce = time.After(settle)
+		case <-debounce:
+			debounce = nil
+			c.Reload(ctx)
+		}
+	}
+}
+
+// watch keeps a file watch on the config until ctx ends, re-arming it when
+// it breaks (the file was removed or renamed away, as some editors do), and
+// signals changed on every write or replacement.
+func (c *Control) watch(ctx context.Context, changed chan<- struct{}) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for ctx.Err() == nil {
+			broken := make(chan error, 1)
+			f := file.Provider(c.path)
+			err := f.Watch(func(_ any, err error) {
+				if err != nil {
+					select {
+					case broken <- err:
+					default:
+					}
+					return
+				}
+				select {
+				case changed <- struct{}{}:
+				default:
+				}
+			})
+			if err == nil {
+				select {
+				case <-ctx.Done():
+				case err = <-broken:
+					// The file may have been replaced while the watch
+					// was down; look again once it is re-armed.
+					select {
+					case changed <- struct{}{}:
+					default:
+					}
+				}
+				f.Unwatch()
+			}
+			if err != nil && ctx.Err() == nil {
+				c.log.Debug("config watch re-arming", "path", c.path, "err", err)
+				select {
+				case <-ctx.Done():
+				case <-time.After(500 * time.Millisecond):
+				}
+			}
+		}
+	})
+	return &wg
+}
+
+// Reload loads the file and, when it is valid and differs from the running
+// config, broadcasts it. It returns the validation error, if any.
+func (c *Control) Reload(ctx context.Context) error {
+	sum := fileSum(c.path)
+	c.mu.Lock()
+	unchanged := sum != "" && sum == c.status.SHA256 && c.status.LastResult == "ok"
+	c.mu.Unlock()
+	if unchanged {
+		return nil
+	}
+	cfg, err := config.Load(c.path)
+	if err != nil {
+		c.mu.Lock()
+		c.status.LastResult, c.status.LastError, c.status.LastErrorAt = "error", err.Error(), time.Now()
+		c.status.ReloadsError++
+		c.mu.Unlock()
+		c.log.Error("config rejected; the running config stays", "path", c.path, "err", err)
+		return err
+	}
+	for _, t := range c.targets {
+		if err := t.SendControl(ctx, stages.Reconfigure{Config: cfg}); err != nil {
+			return fmt.Errorf("control: broadcast: %w", err)
+		}
+	}
+	c.mu.Lock()
+	c.current = cfg
+	c.status.Version++
+	c.status.SHA256, c.status.LoadedAt, c.status.LastResult, c.status.LastError = sum, time.Now(), "ok", ""
+	c.status.ReloadsOK++
+	version := c.status.Version
+	c.mu.Unlock()
+	c.log.Info("config reloaded", "path", c.path, "version", version, "sha256", sum)
+	return nil
+}
+
+func fileSum(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}

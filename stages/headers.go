@@ -1,0 +1,41 @@
+package stages
+
+import (
+	"net/http"
+	"net/textproto"
+	"strings"
+)
+
+// hopByHop lists the connection-specific fields that RFC 9110 §7.6.1 and
+// RFC 9113 §8.2.2 forbid a proxy to forward. TE is handled apart: "trailers"
+// is the one value HTTP/2 allows.
+var hopByHop = []string{
+	"Connection",
+	"Keep-Alive",
+	"Proxy-Connection",
+	"Transfer-Encoding",
+	"Upgrade",
+}
+
+// StripHopByHop removes connection-specific fields from h in place: the
+// fixed list, every name that Connection lists, and TE unless it is exactly
+// "trailers".
+func StripHopByHop(h http.Header) {
+	for _, v := range h["Connection"] {
+		for name := range strings.SplitSeq(v, ",") {
+			if name = strings.TrimSpace(name); name != "" {
+				delete(h, textproto.CanonicalMIMEHeaderKey(name))
+			}
+		}
+	}
+	for _, name := range hopByHop {
+		delete(h, name)
+	}
+	if te, ok := h["Te"]; ok {
+		if len(te) == 1 && strings.EqualFold(strings.TrimSpace(te[0]), "trailers") {
+			h["Te"] = []string{"trailers"}
+		} else {
+			delete(h, "Te")
+		}
+	}
+}

@@ -1,0 +1,322 @@
+package pool
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+
+	"spooky/config"
+)
+
+// Health checks on idle connections: a connection that has read nothing for
+// readIdleTimeout is pinged, and closed if the answer takes longer than
+// pingTimeout, so a dead upstream is found before a request is sent to it.
+const (
+	readIdleTimeout = 30 * time.Second
+	pingTimeout     = 5 * time.Second
+)
+
+// connector makes the connections of one upstream group. It is immutable;
+// a reload builds a new one, so that a CA file that changed under the same
+// name is read again.
+type connector struct {
+	// transport only makes ClientConns and holds their settings; its own
+	// pool and RoundTrip are never used.
+	transport *http2.Transport
+	scheme    string
+	timeout   time.Duration
+	dialer    net.Dialer
+	tls       *tls.Config // nil for h2c
+}
+
+func newConnector(u *config.Upstream) (*connector, error) {
+	c := &connector{
+		transport: &http2.Transport{
+			ReadIdleTimeout: readIdleTimeout,
+			PingTimeout:     pingTimeout,
+			// A proxy passes Accept-Encoding and the body through as
+			// they are; the transport must not ask for gzip and
+			// decode it behind our back.
+			DisableCompression: true,
+		},
+		scheme:  "http",
+		timeout: u.ConnectTimeout,
+	}
+	if u.Protocol == "h2" {
+		roots, err := u.TLS.RootCAs()
+		if err != nil {
+			return nil, fmt.Errorf("pool: upstream %q: %w", u.Name, err)
+		}
+		c.scheme = "https"
+		c.tls = &tls.Config{
+			NextProtos:         []string{"h2"},
+			RootCAs:            roots,
+			ServerName:         u.TLS.ServerName,
+			InsecureSkipVerify: u.TLS.InsecureSkipVerify,
+			MinVersion:         tls.VersionTLS12,
+		}
+	}
+	return c, nil
+}
+
+// connect dials addr and starts an HTTP/2 connection on it. The group's
+// connect timeout bounds the whole of it: TCP, TLS and the first exchange
+// of frames.
+func (c *connector) connect(ctx context.Context, addr string) (*conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	raw, err := c.dialer.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	s := &socket{Conn: raw}
+	nc, err := c.secure(ctx, s, addr)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	// NewClientConn closes the connection itself when it fails.
+	cc, err := c.transport.NewClientConn(nc)
+	if err != nil {
+		return nil, err
+	}
+	// The peer's SETTINGS frame comes first (RFC 9113 §3.4), so once our
+	// PING is answered the connection knows the peer's
+	// MAX_CONCURRENT_STREAMS. Before that ReserveNewRequest counts against
+	// a default of 100, and a burst of requests would pile up on one
+	// connection instead of opening more.
+	if err := cc.Ping(ctx); err != nil {
+		cc.Close()
+		return nil, err
+	}
+	return &conn{cc: cc, socket: s}, nil
+}
+
+// secure runs the TLS handshake over s for an h2 group and fails unless
+// ALPN chose h2; for h2c it returns s as it is.
+func (c *connector) secure(ctx context.Context, s net.Conn, addr string) (net.Conn, error) {
+	if c.tls == nil {
+		return s, nil
+	}
+	cfg := c.tls
+	if cfg.ServerName == "" {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		cfg = cfg.Clone()
+		cfg.ServerName = host
+	}
+	tc := tls.Client(s, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return nil, err
+	}
+	if p := tc.ConnectionState().NegotiatedProtocol; p != "h2" {
+		return nil, fmt.Errorf("pool: %s negotiated ALPN %q, not h2", addr, p)
+	}
+	return tc, nil
+}
+
+// socket is the TCP connection under one ClientConn (and under TLS, for h2,
+// so that the ClientConn still sees a *tls.Conn). It notes when it has
+// failed or been closed, because a ClientConn that never carried a request
+// still offers itself for one after its peer has gone (the request then
+// fails), and ClientConn.State can block behind a slow write.
+type socket struct {
+	net.Conn
+	closed atomic.Bool
+}
+
+func (s *socket) Read(p []byte) (int, error) {
+	n, err := s.Conn.Read(p)
+	if err != nil {
+		s.closed.Store(true)
+	}
+	return n, err
+}
+
+func (s *socket) Close() error {
+	s.closed.Store(true)
+	return s.Conn.Close()
+}
+
+// conn is one HTTP/2 connection to an endpoint.
+type conn struct {
+	cc     *http2.ClientConn
+	socket *socket
+}
+
+// dialCall is one dial in flight to an endpoint. Its fields are valid after
+// done is closed.
+type dialCall struct {
+	done chan struct{}
+	err  error
+}
+
+// endpointConns holds the HTTP/2 connections to one endpoint.
+//
+// get returns a connection on which a stream has been reserved with
+// ClientConn.ReserveNewRequest, so the caller must follow with exactly one
+// RoundTrip on it; RoundTrip takes the reservation over, even when it fails
+// at once. get reuses the first connection that can take another stream and
+// dials a new one only when every connection is full (the peer's
+// MAX_CONCURRENT_STREAMS) or going away. Concurrent callers that find no
+// room share one dial. A connection whose socket has closed is dropped the
+// next time the list is looked at; one that is going away stays listed,
+// taking no new streams, until its socket closes.
+//
+// Dials run in goroutines counted by wg and end with ctx, the pool's
+// lifetime, so that callers that give up do not cancel a dial that others
+// wait on or that warms the endpoint.
+type endpointConns struct {
+	addr string
+	ctx  context.Context
+	wg   *sync.WaitGroup
+
+	requests atomic.Uint64
+	failures atomic.Uint64
+
+	mu      sync.Mutex
+	conns   []*conn
+	dialing *dialCall // nil when no dial is in flight
+	closed  bool      // set once ec is removed from the pool; nothing is added after
+}
+
+func newEndpointConns(ctx context.Context, wg *sync.WaitGroup, addr string) *endpointConns {
+	return &endpointConns{addr: addr, ctx: ctx, wg: wg}
+}
+
+// get returns a connection with a stream reserved for the caller, dialing
+// with c when none has room. It gives up when ctx ends.
+func (ec *endpointConns) get(ctx context.Context, c *connector) (*http2.ClientConn, error) {
+	for {
+		ec.mu.Lock()
+		if ec.closed {
+			ec.mu.Unlock()
+			return nil, ErrNoEndpoint
+		}
+		if cc := ec.reserveLocked(); cc != nil {
+			ec.mu.Unlock()
+			return cc, nil
+		}
+		call := ec.dialLocked(c)
+		ec.mu.Unlock()
+
+		select {
+		case <-call.done:
+			if call.err != nil {
+				return nil, call.err
+			}
+			// The new connection is in the list now; the next turn
+			// reserves on it unless other callers filled it first.
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// warm starts a dial with c if ec has no live connection and none is being
+// dialed.
+func (ec *endpointConns) warm(c *connector) {
+	ec.mu.Lock()
+	defer ec.mu.Unlock()
+	ec.pruneLocked()
+	if !ec.closed && ec.dialing == nil && len(ec.conns) == 0 {
+		ec.dialLocked(c)
+	}
+}
+
+// reserveLocked reserves a stream on the first live connection that can
+// take one, or returns nil.
+func (ec *endpointConns) reserveLocked() *http2.ClientConn {
+	ec.pruneLocked()
+	for _, c := range ec.conns {
+		if c.cc.ReserveNewRequest() {
+			return c.cc
+		}
+	}
+	return nil
+}
+
+// pruneLocked drops the connections whose socket has closed.
+func (ec *endpointConns) pruneLocked() {
+	live := ec.conns[:0]
+	for _, c := range ec.conns {
+		if !c.socket.closed.Load() {
+			live = append(live, c)
+		}
+	}
+	// Zero the freed tail so dropped connections can be collected.
+	clear(ec.conns[len(live):])
+	ec.conns = live
+}
+
+// dialLocked returns the dial in flight, starting one with c if there is
+// none.
+func (ec *endpointConns) dialLocked(c *connector) *dialCall {
+	if ec.dialing != nil {
+		return ec.dialing
+	}
+	call := &dialCall{done: make(chan struct{})}
+	ec.dialing = call
+	ec.wg.Go(func() { ec.dial(call, c) })
+	return call
+}
+
+func (ec *endpointConns) dial(call *dialCall, c *connector) {
+	cn, err := c.connect(ec.ctx, ec.addr)
+	if err != nil {
+		// The client only reads the sentinel, so the cause is kept here.
+		slog.Debug("pool: dial failed", "endpoint", ec.addr, "err", err)
+		err = ErrConnectFailed
+	}
+
+	ec.mu.Lock()
+	ec.dialing = nil
+	keep := err == nil && !ec.closed
+	if keep {
+		ec.conns = append(ec.conns, cn)
+	}
+	ec.mu.Unlock()
+	if err == nil && !keep {
+		// ec was removed from the pool while the dial was in flight.
+		cn.cc.Close()
+		err = ErrNoEndpoint
+	}
+
+	call.err = err
+	close(call.done)
+}
+
+// detach stops ec from handing out connections and returns the ones it
+// held, for the caller to close.
+func (ec *endpointConns) detach() []*conn {
+	ec.mu.Lock()
+	defer ec.mu.Unlock()
+	ec.closed = true
+	conns := ec.conns
+	ec.conns = nil
+	return conns
+}
+
+// stats counts the live connections and their active streams.
+func (ec *endpointConns) stats() (conns, streams int) {
+	ec.mu.Lock()
+	ec.pruneLocked()
+	live := append([]*conn(nil), ec.conns...)
+	ec.mu.Unlock()
+
+	// State is read outside ec.mu because it can wait for a write in
+	// progress on the connection.
+	for _, c := range live {
+		streams += c.cc.State().StreamsActive
+	}
+	return len(live), streams
+}

@@ -1,0 +1,323 @@
+package pool
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"io"
+	"log"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
+	"spooky/config"
+	"spooky/envelope"
+	"spooky/stages"
+)
+
+// okHandler answers every request with 200 "ok".
+var okHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	io.WriteString(w, "ok")
+})
+
+// backend is an in-process upstream on a loopback port that counts the
+// connections it accepted and the ones that have ended.
+type backend struct {
+	addr     string
+	accepted atomic.Int32
+	ended    atomic.Int32
+}
+
+// listen serves every connection accepted on a fresh loopback port with
+// serve, each in its own goroutine, until the test ends.
+func listen(t testing.TB, serve func(net.Conn)) *backend {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &backend{addr: ln.Addr().String()}
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		open     = map[net.Conn]bool{}
+		stopping bool
+	)
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			b.accepted.Add(1)
+			mu.Lock()
+			if stopping {
+				mu.Unlock()
+				c.Close()
+				return
+			}
+			open[c] = true
+			mu.Unlock()
+			wg.Go(func() {
+				serve(c)
+				c.Close()
+				mu.Lock()
+				delete(open, c)
+				mu.Unlock()
+				b.ended.Add(1)
+			})
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		stopping = true
+		for c := range open {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return b
+}
+
+// startH2C starts an HTTP/2 server with prior knowledge over cleartext TCP.
+// maxStreams is its SETTINGS_MAX_CONCURRENT_STREAMS; 0 means x/net's
+// default.
+func startH2C(t testing.TB, h http.Handler, maxStreams uint32) *backend {
+	return listen(t, h2cServer(h, maxStreams))
+}
+
+// h2cServer serves HTTP/2 with prior knowledge on one connection.
+func h2cServer(h http.Handler, maxStreams uint32) func(net.Conn) {
+	srv := &http2.Server{MaxConcurrentStreams: maxStreams}
+	// Tests that fail dials on purpose would fill the log.
+	quiet := &http.Server{ErrorLog: log.New(io.Discard, "", 0)}
+	return func(c net.Conn) {
+		srv.ServeConn(c, &http2.ServeConnOpts{Handler: h, BaseConfig: quiet})
+	}
+}
+
+// startTLS starts an HTTPS server that offers HTTP/2 when h2 is set and
+// only HTTP/1.1 otherwise, and returns its address and a CA file that
+// trusts its certificate.
+func startTLS(t testing.TB, h http.Handler, h2 bool) (addr, caFile string) {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(h)
+	srv.EnableHTTP2 = h2
+	// The test with an unrelated CA fails the handshake on purpose.
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv.Listener.Addr().String(), writePEM(t, srv.Certificate().Raw)
+}
+
+// writeUnrelatedCA writes a CA file for a fresh self-signed CA that signed
+// nothing the tests serve.
+func writeUnrelatedCA(t testing.TB) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "unrelated test CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return writePEM(t, der)
+}
+
+func writePEM(t testing.TB, der []byte) string {
+	t.Helper()
+	name := filepath.Join(t.TempDir(), "ca.pem")
+	data := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	if err := os.WriteFile(name, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+// startRawH2C starts an HTTP/2 server written frame by frame that answers
+// every request with fields and then body, ending the stream. It sends what
+// net/http's server refuses to: connection-specific fields, and a body
+// shorter than its Content-Length.
+func startRawH2C(t testing.TB, fields []hpack.HeaderField, body string) *backend {
+	return listen(t, func(c net.Conn) {
+		preface := make([]byte, len(http2.ClientPreface))
+		if _, err := io.ReadFull(c, preface); err != nil {
+			return
+		}
+		fr := http2.NewFramer(c, c)
+		fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+		// One encoder per connection: its dynamic table must match the
+		// peer's decoder.
+		var block bytes.Buffer
+		enc := hpack.NewEncoder(&block)
+		if err := fr.WriteSettings(); err != nil {
+			return
+		}
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if !f.IsAck() {
+					err = fr.WriteSettingsAck()
+				}
+			case *http2.PingFrame:
+				if !f.IsAck() {
+					err = fr.WritePing(true, f.Data)
+				}
+			case *http2.MetaHeadersFrame:
+				block.Reset()
+				for _, hf := range fields {
+					enc.WriteField(hf)
+				}
+				err = fr.WriteHeaders(http2.HeadersFrameParam{
+					StreamID:      f.StreamID,
+					BlockFragment: block.Bytes(),
+					EndHeaders:    true,
+				})
+				if err == nil {
+					err = fr.WriteData(f.StreamID, true, []byte(body))
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	})
+}
+
+// h2cGroup is an upstream group named name of h2c endpoints.
+func h2cGroup(name string, addrs ...string) *config.Upstream {
+	u := &config.Upstream{
+		Name:           name,
+		Policy:         config.DefaultPolicy,
+		Protocol:       "h2c",
+		ConnectTimeout: 2 * time.Second,
+	}
+	for _, a := range addrs {
+		u.Endpoints = append(u.Endpoints, config.Endpoint{Address: a, Weight: 1})
+	}
+	return u
+}
+
+// testConfig is a config with the given groups and one route to the first.
+func testConfig(groups ...*config.Upstream) *config.Config {
+	cfg := &config.Config{
+		Stages:    config.Stages{Pool: config.Stage{Workers: 4, Queue: 16}},
+		Routes:    []config.Route{{Upstream: groups[0].Name, Timeout: config.DefaultRouteTimeout}},
+		Upstreams: map[string]*config.Upstream{},
+	}
+	for _, g := range groups {
+		cfg.Upstreams[g.Name] = g
+		cfg.UpstreamNames = append(cfg.UpstreamNames, g.Name)
+	}
+	return cfg
+}
+
+// newPool makes a pool for cfg that is closed when the test ends, before
+// the backends it talks to stop.
+func newPool(t testing.TB, cfg *config.Config) *Pool {
+	t.Helper()
+	p, err := New(cfg, stages.NewMailbox(cfg.Stages.Pool))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+// newEnvelope wraps req for endpoint in group "g", writing to a recorder.
+func newEnvelope(ctx context.Context, endpoint string, req *http.Request) *envelope.Envelope {
+	e := envelope.Get()
+	e.Ctx = ctx
+	e.Request = req
+	e.Writer = httptest.NewRecorder()
+	e.Route = &config.Route{Upstream: "g"}
+	e.Endpoint = endpoint
+	return e
+}
+
+// result is what an envelope carried when it was finished.
+type result struct {
+	rec             *httptest.ResponseRecorder // nil when another writer was used
+	status          int
+	err             error
+	responseStarted bool
+	aborted         bool
+}
+
+// run hands e to p, waits for it to finish, and releases it.
+func run(t testing.TB, p *Pool, e *envelope.Envelope) result {
+	t.Helper()
+	p.Handle(e)
+	select {
+	case <-e.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("envelope not finished")
+	}
+	rec, _ := e.Writer.(*httptest.ResponseRecorder)
+	r := result{rec: rec, status: e.Status, err: e.Err, responseStarted: e.ResponseStarted, aborted: e.Aborted}
+	e.Release()
+	return r
+}
+
+// get forwards a GET of target to endpoint with a background context.
+func get(t testing.TB, p *Pool, endpoint, target string) result {
+	t.Helper()
+	req := httptest.NewRequest(http.MethodGet, target, nil)
+	return run(t, p, newEnvelope(context.Background(), endpoint, req))
+}
+
+// waitFor polls cond until it holds, failing the test after a few seconds.
+// The events it waits for happen on real sockets, beyond any fake clock.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// freeAddr returns a loopback address that nothing listens on.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}

@@ -1,0 +1,147 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"spooky/stages"
+)
+
+func TestServeWarmsForwardsAndStops(t *testing.T) {
+	b := startH2C(t, okHandler, 0)
+	cfg := testConfig(h2cGroup("g", b.addr))
+	p := newPool(t, cfg)
+	if info := p.Inspect(); info.Workers != cfg.Stages.Pool.Workers || info.Mailbox == nil {
+		t.Errorf("Inspect() = %+v", info)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	served := make(chan error, 1)
+	go func() { served <- p.Serve(ctx) }()
+	waitFor(t, "the warm connection", func() bool { return p.Endpoints()[0].Conns == 1 })
+
+	e := newEnvelope(context.Background(), b.addr, httptest.NewRequest(http.MethodGet, "http://example.com/", nil))
+	if err := p.mb.Send(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-e.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("envelope not finished")
+	}
+	if e.Status != http.StatusOK {
+		t.Errorf("finished with %d, %v", e.Status, e.Err)
+	}
+	e.Release()
+	if n := b.accepted.Load(); n != 1 {
+		t.Errorf("backend accepted %d connections, want the warm one only", n)
+	}
+
+	cancel()
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Errorf("Serve returned %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return")
+	}
+}
+
+func TestServeWarmFailureIsNotFatal(t *testing.T) {
+	p := newPool(t, testConfig(h2cGroup("g", freeAddr(t))))
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(100*time.Millisecond, cancel)
+	if err := p.Serve(ctx); err != nil {
+		t.Errorf("Serve returned %v", err)
+	}
+}
+
+func TestReconfigureKeepsAndRetiresConnections(t *testing.T) {
+	arrived := make(chan struct{}, 1)
+	release := make(chan struct{})
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			arrived <- struct{}{}
+			select {
+			case <-release:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		io.WriteString(w, "ok")
+	})
+	kept, gone := startH2C(t, h, 0), startH2C(t, h, 0)
+	p := newPool(t, testConfig(h2cGroup("g", kept.addr, gone.addr)))
+	for _, addr := range []string{kept.addr, gone.addr} {
+		if r := get(t, p, addr, "http://example.com/"); r.status != http.StatusOK {
+			t.Fatalf("%s: finished with %d, %v", addr, r.status, r.err)
+		}
+	}
+
+	// A request in flight to the endpoint that is removed must finish.
+	slow := make(chan result, 1)
+	go func() { slow <- get(t, p, gone.addr, "http://example.com/slow") }()
+	<-arrived
+	p.Control(stages.Reconfigure{Config: testConfig(h2cGroup("g", kept.addr))})
+
+	if r := get(t, p, gone.addr, "http://example.com/"); r.status != http.StatusServiceUnavailable || !errors.Is(r.err, ErrNoEndpoint) {
+		t.Errorf("removed endpoint: finished with %d, %v; want 503", r.status, r.err)
+	}
+	if r := get(t, p, kept.addr, "http://example.com/"); r.status != http.StatusOK {
+		t.Errorf("kept endpoint: finished with %d, %v", r.status, r.err)
+	}
+	if n := kept.accepted.Load(); n != 1 {
+		t.Errorf("kept endpoint accepted %d connections, want its first one only", n)
+	}
+	if gone.ended.Load() != 0 {
+		t.Error("the removed endpoint's connection closed while a stream was in flight")
+	}
+
+	close(release)
+	if r := <-slow; r.status != http.StatusOK || r.rec.Body.String() != "ok" {
+		t.Errorf("in-flight request finished with %d %q, %v", r.status, r.rec.Body, r.err)
+	}
+	waitFor(t, "the removed endpoint's connection to close", func() bool { return gone.ended.Load() == 1 })
+	if st := p.Endpoints(); len(st) != 1 || st[0].Address != kept.addr || st[0].Requests != 2 {
+		t.Errorf("endpoint stats %+v", st)
+	}
+}
+
+func TestReconfigureNewProtocolReplacesConnections(t *testing.T) {
+	b := startH2C(t, okHandler, 0)
+	p := newPool(t, testConfig(h2cGroup("g", b.addr)))
+	get(t, p, b.addr, "http://example.com/")
+
+	u := h2cGroup("g", b.addr)
+	u.Protocol = "h2"
+	p.Control(stages.Reconfigure{Config: testConfig(u)})
+	// The warm h2 dials are accepted too, and fail; once every connection
+	// has ended, the h2c one has been let go.
+	waitFor(t, "the h2c connection to close", func() bool { return b.ended.Load() == b.accepted.Load() })
+	// The h2 dial reaches an h2c server, so the TLS handshake fails.
+	if r := get(t, p, b.addr, "https://example.com/"); r.status != http.StatusBadGateway {
+		t.Errorf("finished with %d, %v; want 502", r.status, r.err)
+	}
+}
+
+func TestCloseClosesConnections(t *testing.T) {
+	b := startH2C(t, okHandler, 0)
+	p := newPool(t, testConfig(h2cGroup("g", b.addr)))
+	get(t, p, b.addr, "http://example.com/")
+
+	p.Close()
+	waitFor(t, "the connection to close", func() bool { return b.ended.Load() == 1 })
+	if st := p.Endpoints(); st[0].Conns != 0 {
+		t.Errorf("after Close: %d conns", st[0].Conns)
+	}
+	if r := get(t, p, b.addr, "http://example.com/"); r.status != http.StatusServiceUnavailable {
+		t.Errorf("after Close: finished with %d, %v; want 503", r.status, r.err)
+	}
+}

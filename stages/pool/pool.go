@@ -1,0 +1,231 @@
+// Package pool owns the last stage of the pipeline: it keeps warm HTTP/2
+// connections to every upstream endpoint, forwards each envelope's request
+// over one of them and streams the response back to the client.
+package pool
+
+import (
+	"context"
+	"iter"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"spooky/config"
+	"spooky/stages"
+)
+
+// Pool is the stage that forwards requests to their chosen endpoint over
+// HTTP/2 (RFC 9113) and streams the responses back. It holds the
+// connections of every endpoint in the configuration; they outlive restarts
+// of Serve and end with Close.
+type Pool struct {
+	mb      *stages.Mailbox
+	current atomic.Pointer[snapshot]
+
+	// ctx ends on Close. It bounds every dial and graceful shutdown, which
+	// run in goroutines counted by wg.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	// mu serialises reconfiguring and closing.
+	mu     sync.Mutex
+	closed bool
+}
+
+// snapshot is one configuration and the groups built from it. It is never
+// changed; a reload swaps in a new one.
+type snapshot struct {
+	cfg    *config.Config
+	groups map[string]*group
+}
+
+// all yields every endpoint with the connector of its group.
+func (s *snapshot) all() iter.Seq2[*connector, *endpointConns] {
+	return func(yield func(*connector, *endpointConns) bool) {
+		for _, g := range s.groups {
+			for _, ec := range g.endpoints {
+				if !yield(g.connector, ec) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// group is one upstream group: how to connect, and the connections of each
+// endpoint by address.
+type group struct {
+	connector *connector
+	endpoints map[string]*endpointConns
+}
+
+// EndpointStats is one endpoint as the debug page shows it.
+type EndpointStats struct {
+	Group    string `json:"group"`
+	Address  string `json:"address"`
+	Conns    int    `json:"conns"`    // open connections
+	Streams  int    `json:"streams"`  // active streams over all of them
+	Requests uint64 `json:"requests"` // requests forwarded
+	Failures uint64 `json:"failures"` // requests that ended in 502 for this endpoint's fault
+}
+
+// New builds the pool's groups from cfg. It reads the CA files of h2 groups
+// and fails if one cannot be read; it starts nothing.
+func New(cfg *config.Config, mb *stages.Mailbox) (*Pool, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &Pool{mb: mb, ctx: ctx, cancel: cancel}
+	if err := p.apply(cfg); err != nil {
+		cancel()
+		return nil, err
+	}
+	return p, nil
+}
+
+// Serve warms one connection to every endpoint in the background, then runs
+// the workers until ctx ends. It returns once the workers have stopped and
+// every dial and graceful shutdown it caused has ended; a dial lasts at most
+// its group's connect timeout.
+func (p *Pool) Serve(ctx context.Context) error {
+	p.warm()
+	err := stages.RunWorkers(ctx, p.current.Load().cfg.Stages.Pool.Workers, p.mb, p)
+	p.wg.Wait()
+	return err
+}
+
+// Control applies a Reconfigure: groups and endpoints that remain keep their
+// connections, and connections to endpoints that are gone are shut down
+// gracefully, letting their streams finish.
+func (p *Pool) Control(c stages.Control) {
+	switch c := c.(type) {
+	case stages.Reconfigure:
+		// The config was validated in full, CA files included, so this
+		// fails only if a file changed since.
+		if err := p.apply(c.Config); err != nil {
+			slog.Error("pool: reconfigure failed; keeping the previous upstreams", "err", err)
+			return
+		}
+		p.warm()
+	}
+}
+
+// Inspect reports the worker count and the mailbox.
+func (p *Pool) Inspect() stages.Info {
+	st := p.mb.Stats()
+	return stages.Info{Workers: p.current.Load().cfg.Stages.Pool.Workers, Mailbox: &st}
+}
+
+// Close closes every upstream connection at once and waits for the pool's
+// goroutines. It is called at daemon exit, after Serve has returned.
+func (p *Pool) Close() {
+	p.mu.Lock()
+	p.closed = true
+	snap := p.current.Load()
+	p.mu.Unlock()
+
+	p.cancel()
+	for _, ec := range snap.all() {
+		for _, c := range ec.detach() {
+			c.cc.Close()
+		}
+	}
+	p.wg.Wait()
+}
+
+// Endpoints reports every configured endpoint, by group in name order and
+// then in config order.
+func (p *Pool) Endpoints() []EndpointStats {
+	snap := p.current.Load()
+	var out []EndpointStats
+	for _, name := range snap.cfg.UpstreamNames {
+		g := snap.groups[name]
+		for _, ep := range snap.cfg.Upstreams[name].Endpoints {
+			ec := g.endpoints[ep.Address]
+			conns, streams := ec.stats()
+			out = append(out, EndpointStats{
+				Group:    name,
+				Address:  ep.Address,
+				Conns:    conns,
+				Streams:  streams,
+				Requests: ec.requests.Load(),
+				Failures: ec.failures.Load(),
+			})
+		}
+	}
+	return out
+}
+
+// apply builds the groups of cfg and swaps them in. Nothing changes if it
+// fails. An endpoint keeps its connections when its group's protocol and
+// TLS settings are unchanged; the others are shut down gracefully.
+func (p *Pool) apply(cfg *config.Config) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil
+	}
+
+	var prev *config.Config
+	old := p.current.Load()
+	if old != nil {
+		prev = old.cfg
+	}
+	next := &snapshot{cfg: cfg, groups: make(map[string]*group, len(cfg.UpstreamNames))}
+	kept := map[*endpointConns]bool{}
+	for _, name := range cfg.UpstreamNames {
+		u := cfg.Upstreams[name]
+		c, err := newConnector(u)
+		if err != nil {
+			return err
+		}
+		g := &group{connector: c, endpoints: make(map[string]*endpointConns, len(u.Endpoints))}
+		var reuse map[string]*endpointConns
+		if prev != nil && sameConnections(prev.Upstreams[name], u) {
+			reuse = old.groups[name].endpoints
+		}
+		for _, ep := range u.Endpoints {
+			ec := reuse[ep.Address]
+			if ec == nil {
+				ec = newEndpointConns(p.ctx, &p.wg, ep.Address)
+			}
+			kept[ec] = true
+			g.endpoints[ep.Address] = ec
+		}
+		next.groups[name] = g
+	}
+	p.current.Store(next)
+
+	if old != nil {
+		for _, ec := range old.all() {
+			if !kept[ec] {
+				p.retire(ec)
+			}
+		}
+	}
+	return nil
+}
+
+// sameConnections reports whether connections made for upstream a are good
+// for b too.
+func sameConnections(a, b *config.Upstream) bool {
+	return a != nil && a.Protocol == b.Protocol && a.TLS == b.TLS
+}
+
+// retire shuts ec's connections down gracefully: each sends GOAWAY, lets its
+// streams finish and then closes, or closes at once when the pool does.
+func (p *Pool) retire(ec *endpointConns) {
+	for _, c := range ec.detach() {
+		p.wg.Go(func() {
+			if err := c.cc.Shutdown(p.ctx); err != nil {
+				c.cc.Close()
+			}
+		})
+	}
+}
+
+// warm starts a dial to every endpoint that has no connection.
+func (p *Pool) warm() {
+	for c, ec := range p.current.Load().all() {
+		ec.warm(c)
+	}
+}

@@ -1,0 +1,457 @@
+package pool
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"testing/iotest"
+	"time"
+
+	"golang.org/x/net/http2/hpack"
+
+	"spooky/config"
+	"spooky/stages"
+)
+
+func TestForwardGet(t *testing.T) {
+	type seen struct {
+		method, host, requestURI, userAgent, acceptEncoding string
+		forwardedFor                                        []string
+	}
+	got := make(chan seen, 1)
+	b := startH2C(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- seen{
+			method:         r.Method,
+			host:           r.Host,
+			requestURI:     r.RequestURI,
+			userAgent:      r.UserAgent(),
+			acceptEncoding: r.Header.Get("Accept-Encoding"),
+			forwardedFor:   r.Header.Values("X-Forwarded-For"),
+		}
+		w.Header().Set("Content-Type", "text/plain")
+		w.Header().Set("X-Backend", "one")
+		io.WriteString(w, "hello")
+	}), 0)
+	p := newPool(t, testConfig(h2cGroup("g", b.addr)))
+
+	req := httptest.NewRequest(http.MethodGet, "https://example.com/a%2Fb/c?x=1&y=%20z&y=2", nil)
+	req.Header.Set("User-Agent", "spooky-test/1")
+	req.Header.Set("X-Forwarded-For", "192.0.2.1")
+	r := run(t, p, newEnvelope(context.Background(), b.addr, req))
+
+	if r.status != http.StatusOK || r.err != nil || !r.responseStarted || r.aborted {
+		t.Fatalf("finished with %d, %v, started %v, aborted %v", r.status, r.err, r.responseStarted, r.aborted)
+	}
+	if r.rec.Code != http.StatusOK || r.rec.Body.String() != "hello" {
+		t.Errorf("client got %d %q, want 200 \"hello\"", r.rec.Code, r.rec.Body)
+	}
+	if h := r.rec.Header(); h.Get("X-Backend") != "one" || h.Get("Content-Type") != "text/plain" {
+		t.Errorf("client got header %v", h)
+	}
+	if !r.rec.Flushed {
+		t.Error("response was never flushed")
+	}
+	want := seen{
+		method:       http.MethodGet,
+		host:         "example.com",
+		requestURI:   "/a%2Fb/c?x=1&y=%20z&y=2",
+		userAgent:    "spooky-test/1",
+		forwardedFor: []string{"192.0.2.1"},
+	}
+	if s := <-got; fmt.Sprint(s) != fmt.Sprint(want) {
+		t.Errorf("backend saw %+v, want %+v", s, want)
+	}
+}
+
+func TestForwardPostEchoesBody(t *testing.T) {
+	body := make([]byte, 1<<20)
+	rand.Read(body)
+	b := startH2C(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Length", fmt.Sprint(r.ContentLength))
+		w.Header().Set("X-User-Agent", r.UserAgent())
+		io.Copy(w, r.Body)
+	}), 0)
+	p := newPool(t, testConfig(h2cGroup("g", b.addr)))
+
+	for _, tc := range []struct {
+		name       string
+		body       io.Reader
+		wantLength string
+	}{
+		{"known length", bytes.NewReader(body), "1048576"},
+		// A reader httptest cannot measure leaves ContentLength at -1,
+		// as quic-go does for a request without content-length.
+		{"unknown length", iotest.HalfReader(bytes.NewReader(body)), "-1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := httptest.NewRequest(http.MethodPost, "http://example.com/echo", tc.body)
+			r := run(t, p, newEnvelope(context.Background(), b.addr, req))
+			if r.status != http.StatusOK || r.err != nil {
+				t.Fatalf("finished with %d, %v", r.status, r.err)
+			}
+			if !bytes.Equal(r.rec.Body.Bytes(), body) {
+				t.Errorf("echo differs: got %d bytes, want %d", r.rec.Body.Len(), len(body))
+			}
+			if got := r.rec.Header().Get("X-Length"); got != tc.wantLength {
+				t.Errorf("backend saw Content-Length %s, want %s", got, tc.wantLength)
+			}
+			if ua := r.rec.Header().Get("X-User-Agent"); ua != "" {
+				t.Errorf("backend saw User-Agent %q, want none added", ua)
+			}
+		})
+	}
+}
+
+func TestForwardTrailers(t *testing.T) {
+	b := startH2C(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "X-Checksum")
+		io.WriteString(w, "body")
+		w.Header().Set("X-Checksum", "abc")
+		w.Header().Set(http.TrailerPrefix+"X-Undeclared", "late")
+	}), 0)
+	p := newPool(t, testConfig(h2cGroup("g", b.addr)))
+
+	r := get(t, p, b.addr, "http://example.com/")
+	if r.status != http.StatusOK || r.rec.Body.String() != "body" {
+		t.Fatalf("finished with %d %q", r.status, r.rec.Body)
+	}
+	tr := r.rec.Result().Trailer
+	if tr.Get("X-Checksum") != "abc" || tr.Get("X-Undeclared") != "late" {
+		t.Errorf("client got trailers %v", tr)
+	}
+}
+
+func TestForwardStripsHopByHopResponseFields(t *testing.T) {
+	b := startRawH2C(t, []hpack.HeaderField{
+		{Name: ":status", Value: "200"},
+		{Name: "connection", Value: "x-secret, close"},
+		{Name: "keep-alive", Value: "timeout=5"},
+		{Name: "transfer-encoding", Value: "chunked"},
+		{Name: "upgrade", Value: "websocket"},
+		{Name: "proxy-connection", Value: "keep-alive"},
+		{Name: "x-secret", Value: "1"},
+		{Name: "x-kept", Value: "yes"},
+	}, "ok")
+	p := newPool(t, testConfig(h2cGroup("g", b.addr)))
+
+	r := get(t, p, b.addr, "http://example.com/")
+	if r.status != http.StatusOK || r.rec.Body.String() != "ok" {
+		t.Fatalf("finished with %d %q, %v", r.status, r.rec.Body, r.err)
+	}
+	// x/net's transport drops the fixed list itself, Connection included,
+	// so the names Connection lists (X-Secret) are lost before the pool
+	// could strip them; a response carrying any of them is malformed
+	// anyway (RFC 9113 §8.2.2).
+	h := r.rec.Header()
+	for _, name := range []string{"Connection", "Keep-Alive", "Transfer-Encoding", "Upgrade", "Proxy-Connection"} {
+		if v, ok := h[name]; ok {
+			t.Errorf("client got %s: %q", name, v)
+		}
+	}
+	if h.Get("X-Kept") != "yes" {
+		t.Errorf("client lost X-Kept; header %v", h)
+	}
+}
+
+func TestForwardHead(t *testing.T) {
+	b := startH2C(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "5")
+		io.WriteString(w, "hello")
+	}), 0)
+	p := newPool(t, testConfig(h2cGroup("g", b.addr)))
+
+	req := httptest.NewRequest(http.MethodHead, "http://example.com/", nil)
+	r := run(t, p, newEnvelope(context.Background(), b.addr, req))
+	if r.status != http.StatusOK || r.err != nil {
+		t.Fatalf("finished with %d, %v", r.status, r.err)
+	}
+	if r.rec.Body.Len() != 0 || r.rec.Header().Get("Content-Length") != "5" {
+		t.Errorf("client got body %q, Content-Length %q", r.rec.Body, r.rec.Header().Get("Content-Length"))
+	}
+}
+
+func TestConnectFailed(t *testing.T) {
+	addr := freeAddr(t)
+	p := newPool(t, testConfig(h2cGroup("g", addr)))
+
+	r := get(t, p, addr, "http://example.com/")
+	if r.status != http.StatusBadGateway || !errors.Is(r.err, ErrConnectFailed) {
+		t.Fatalf("finished with %d, %v; want 502, %v", r.status, r.err, ErrConnectFailed)
+	}
+	if r.rec.Code != http.StatusBadGateway || !strings.Contains(r.rec.Body.String(), "upstream connect failed") {
+		t.Errorf("client got %d %q", r.rec.Code, r.rec.Body)
+	}
+	if st := p.Endpoints(); st[0].Failures != 1 || st[0].Requests != 1 {
+		t.Errorf("endpoint stats %+v, want 1 request and 1 failure", st[0])
+	}
+}
+
+func TestUnknownEndpoint(t *testing.T) {
+	b := startH2C(t, http.NotFoundHandler(), 0)
+	p := newPool(t, testConfig(h2cGroup("g", b.addr)))
+
+	r := get(t, p, "127.0.0.1:1", "http://example.com/")
+	if r.status != http.StatusServiceUnavailable || !errors.Is(r.err, ErrNoEndpoint) {
+		t.Errorf("finished with %d, %v; want 503, %v", r.status, r.err, ErrNoEndpoint)
+	}
+}
+
+func TestDeadlineBeforeResponse(t *testing.T) {
+	b := startH2C(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done()
+	}), 0)
+	p := newPool(t, testConfig(h2cGroup("g", b.addr)))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	req := httptest.NewRequest(http.MethodGet, "http://example.com/slow", nil)
+	r := run(t, p, newEnvelope(ctx, b.addr, req))
+	if r.status != http.StatusGatewayTimeout || !errors.Is(r.err, stages.ErrTimeout) || r.responseStarted {
+		t.Errorf("finished with %d, %v, started %v; want 504, %v", r.status, r.err, r.responseStarted, stages.ErrTimeout)
+	}
+	if r.rec.Code != http.StatusGatewayTimeout {
+		t.Errorf("client got %d", r.rec.Code)
+	}
+}
+
+func TestClientGoneBeforeResponse(t *testing.T) {
+	b := startH2C(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done()
+	}), 0)
+	p := newPool(t, testConfig(h2cGroup("g", b.addr)))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	req := httptest.NewRequest(http.MethodGet, "http://example.com/slow", nil)
+	r := run(t, p, newEnvelope(ctx, b.addr, req))
+	if r.status != stages.StatusClientClosed || !errors.Is(r.err, stages.ErrClientClosed) {
+		t.Errorf("finished with %d, %v; want %d, %v", r.status, r.err, stages.StatusClientClosed, stages.ErrClientClosed)
+	}
+}
+
+func TestUpstreamResetMidBody(t *testing.T) {
+	b := startH2C(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "partial")
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler) // the server resets the stream
+	}), 0)
+	p := newPool(t, testConfig(h2cGroup("g", b.addr)))
+
+	r := get(t, p, b.addr, "http://example.com/")
+	if r.status != http.StatusBadGateway || !errors.Is(r.err, ErrUpstreamReset) || !r.responseStarted || !r.aborted {
+		t.Errorf("finished with %d, %v, started %v, aborted %v; want 502, %v, aborted",
+			r.status, r.err, r.responseStarted, r.aborted, ErrUpstreamReset)
+	}
+	if r.rec.Code != http.StatusOK || r.rec.Body.String() != "partial" {
+		t.Errorf("client got %d %q, want the 200 and the part that came", r.rec.Code, r.rec.Body)
+	}
+}
+
+func TestUpstreamShortContentLength(t *testing.T) {
+	b := startRawH2C(t, []hpack.HeaderField{
+		{Name: ":status", Value: "200"},
+		{Name: "content-length", Value: "100"},
+	}, "only ten b")
+	p := newPool(t, testConfig(h2cGroup("g", b.addr)))
+
+	r := get(t, p, b.addr, "http://example.com/")
+	if r.status != http.StatusBadGateway || !errors.Is(r.err, ErrUpstreamReset) || !r.aborted {
+		t.Errorf("finished with %d, %v, aborted %v; want 502, %v, aborted", r.status, r.err, r.aborted, ErrUpstreamReset)
+	}
+}
+
+// failingWriter is a client that has gone away: every write fails.
+type failingWriter struct{ header http.Header }
+
+func (w *failingWriter) Header() http.Header       { return w.header }
+func (w *failingWriter) WriteHeader(int)           {}
+func (w *failingWriter) Write([]byte) (int, error) { return 0, net.ErrClosed }
+
+func TestClientWriteFailsCancelsUpstream(t *testing.T) {
+	canceled := make(chan struct{})
+	b := startH2C(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer close(canceled)
+		chunk := bytes.Repeat([]byte("x"), 1024)
+		for r.Context().Err() == nil {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			time.Sleep(time.Millisecond)
+		}
+	}), 0)
+	p := newPool(t, testConfig(h2cGroup("g", b.addr)))
+
+	e := newEnvelope(context.Background(), b.addr, httptest.NewRequest(http.MethodGet, "http://example.com/stream", nil))
+	e.Writer = &failingWriter{header: http.Header{}}
+	r := run(t, p, e)
+	if r.status != stages.StatusClientClosed || !errors.Is(r.err, stages.ErrClientClosed) || !r.aborted {
+		t.Errorf("finished with %d, %v, aborted %v; want %d, %v, aborted",
+			r.status, r.err, r.aborted, stages.StatusClientClosed, stages.ErrClientClosed)
+	}
+	select {
+	case <-canceled:
+	case <-time.After(5 * time.Second):
+		t.Error("the upstream request was not cancelled")
+	}
+}
+
+func TestH2OverTLS(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS == nil || r.ProtoMajor != 2 {
+			http.Error(w, "want HTTP/2 over TLS, got "+r.Proto, http.StatusBadRequest)
+			return
+		}
+		io.WriteString(w, "secure")
+	})
+	addr, ca := startTLS(t, h, true)
+	h1addr, h1ca := startTLS(t, h, false)
+
+	for _, tc := range []struct {
+		name       string
+		addr, ca   string
+		wantStatus int
+		wantBody   string
+	}{
+		{"trusted CA", addr, ca, http.StatusOK, "secure"},
+		{"unrelated CA", addr, writeUnrelatedCA(t), http.StatusBadGateway, "upstream connect failed"},
+		{"no h2 in ALPN", h1addr, h1ca, http.StatusBadGateway, "upstream connect failed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u := h2cGroup("g", tc.addr)
+			u.Protocol = "h2"
+			u.TLS.CA = tc.ca
+			p := newPool(t, testConfig(u))
+			r := get(t, p, tc.addr, "https://example.com/")
+			if r.status != tc.wantStatus || !strings.Contains(r.rec.Body.String(), tc.wantBody) {
+				t.Errorf("got %d %q, %v; want %d with %q", r.status, r.rec.Body, r.err, tc.wantStatus, tc.wantBody)
+			}
+		})
+	}
+}
+
+func TestNewFailsOnUnreadableCA(t *testing.T) {
+	u := h2cGroup("g", "127.0.0.1:1")
+	u.Protocol = "h2"
+	u.TLS.CA = t.TempDir() + "/missing.pem"
+	if _, err := New(testConfig(u), stages.NewMailbox(config.Stage{})); err == nil {
+		t.Fatal("New succeeded with a CA file that does not exist")
+	}
+}
+
+func TestConnectionReused(t *testing.T) {
+	b := startH2C(t, okHandler, 0)
+	p := newPool(t, testConfig(h2cGroup("g", b.addr)))
+
+	for i := range 20 {
+		if r := get(t, p, b.addr, "http://example.com/"); r.status != http.StatusOK {
+			t.Fatalf("request %d finished with %d, %v", i, r.status, r.err)
+		}
+	}
+	if n := b.accepted.Load(); n != 1 {
+		t.Errorf("backend accepted %d connections for 20 sequential requests, want 1", n)
+	}
+	st := p.Endpoints()
+	if len(st) != 1 || st[0].Conns != 1 || st[0].Requests != 20 || st[0].Failures != 0 || st[0].Streams != 0 {
+		t.Errorf("endpoint stats %+v", st)
+	}
+}
+
+func TestMaxConcurrentStreamsOpensMoreConnections(t *testing.T) {
+	const requests, perConn = 6, 2
+	arrived := make(chan struct{}, requests)
+	release := make(chan struct{})
+	b := startH2C(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		select {
+		case <-release:
+			io.WriteString(w, "ok")
+		case <-r.Context().Done():
+		}
+	}), perConn)
+	p := newPool(t, testConfig(h2cGroup("g", b.addr)))
+
+	results := make(chan result, requests)
+	var wg sync.WaitGroup
+	for range requests {
+		wg.Go(func() { results <- get(t, p, b.addr, "http://example.com/slow") })
+	}
+	for range requests {
+		select {
+		case <-arrived:
+		case <-time.After(5 * time.Second):
+			close(release)
+			t.Fatal("the requests did not all reach the backend at once")
+		}
+	}
+	st := p.Endpoints()[0]
+	close(release)
+	wg.Wait()
+	close(results)
+
+	for r := range results {
+		if r.status != http.StatusOK || r.rec.Body.String() != "ok" {
+			t.Errorf("request finished with %d %q, %v", r.status, r.rec.Body, r.err)
+		}
+	}
+	if n := b.accepted.Load(); n != requests/perConn {
+		t.Errorf("backend accepted %d connections, want %d", n, requests/perConn)
+	}
+	if st.Conns != requests/perConn || st.Streams != requests {
+		t.Errorf("while all were in flight: %d conns, %d streams; want %d, %d", st.Conns, st.Streams, requests/perConn, requests)
+	}
+}
+
+func TestConcurrentFirstRequestsDialOnce(t *testing.T) {
+	serve := h2cServer(okHandler, 0)
+	// The backend answers the HTTP/2 preface only after a while, so every
+	// request below arrives while the first dial is still in flight.
+	srv := listen(t, func(c net.Conn) {
+		time.Sleep(100 * time.Millisecond)
+		serve(c)
+	})
+	p := newPool(t, testConfig(h2cGroup("g", srv.addr)))
+
+	const requests = 10
+	results := make(chan result, requests+1)
+	var wg sync.WaitGroup
+	for range requests {
+		wg.Go(func() { results <- get(t, p, srv.addr, "http://example.com/") })
+	}
+	// A caller that gives up must not cancel the dial the others wait on.
+	wg.Go(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		defer cancel()
+		req := httptest.NewRequest(http.MethodGet, "http://example.com/", nil)
+		results <- run(t, p, newEnvelope(ctx, srv.addr, req))
+	})
+	wg.Wait()
+	close(results)
+
+	var ok, timedOut int
+	for r := range results {
+		switch r.status {
+		case http.StatusOK:
+			ok++
+		case http.StatusGatewayTimeout:
+			timedOut++
+		default:
+			t.Errorf("request finished with %d, %v", r.status, r.err)
+		}
+	}
+	if ok != requests || timedOut != 1 {
+		t.Errorf("%d succeeded and %d timed out, want %d and 1", ok, timedOut, requests)
+	}
+	if n := srv.accepted.Load(); n != 1 {
+		t.Errorf("backend accepted %d connections, want 1", n)
+	}
+}

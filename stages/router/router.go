@@ -1,0 +1,128 @@
+// Package router owns the route table: it matches each request to a route by
+// host and path prefix, applies the route's deadline, normalises the request
+// headers for the upstream hop, and hands the envelope to the balancer.
+package router
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+
+	"spooky/config"
+	"spooky/envelope"
+	"spooky/stages"
+)
+
+// Errors the client reads.
+var (
+	ErrNoRoute          = errors.New("no route for this host and path")
+	ErrConnectForbidden = errors.New("CONNECT is not supported")
+)
+
+// Via is the pseudonym spooky adds to Via (RFC 9110 §7.6.3); the received
+// protocol is HTTP/3, written "3".
+const Via = "3 spooky"
+
+// Router is the routing stage.
+type Router struct {
+	inbox    *stages.Mailbox
+	balancer *stages.Mailbox
+	config   atomic.Pointer[config.Config]
+}
+
+// New makes a router reading inbox and handing on to balancer.
+func New(cfg *config.Config, inbox, balancer *stages.Mailbox) *Router {
+	r := &Router{inbox: inbox, balancer: balancer}
+	r.config.Store(cfg)
+	return r
+}
+
+// Serve runs the workers until ctx ends.
+func (r *Router) Serve(ctx context.Context) error {
+	return stages.RunWorkers(ctx, r.config.Load().Stages.Router.Workers, r.inbox, r)
+}
+
+// Inspect reports the worker count and mailbox.
+func (r *Router) Inspect() stages.Info {
+	st := r.inbox.Stats()
+	return stages.Info{Workers: r.config.Load().Stages.Router.Workers, Mailbox: &st}
+}
+
+// Control applies a new config: later envelopes match the new routes.
+func (r *Router) Control(c stages.Control) {
+	if rc, ok := c.(stages.Reconfigure); ok {
+		r.config.Store(rc.Config)
+	}
+}
+
+// Handle routes one envelope.
+func (r *Router) Handle(e *envelope.Envelope) {
+	req := e.Request
+	if req.Method == http.MethodConnect {
+		e.Finish(http.StatusMethodNotAllowed, ErrConnectForbidden)
+		return
+	}
+	cfg := r.config.Load()
+	i := Match(cfg.Routes, req.Host, req.URL.Path)
+	if i < 0 {
+		e.Finish(http.StatusNotFound, ErrNoRoute)
+		return
+	}
+	e.Route, e.RouteIndex = &cfg.Routes[i], i
+	e.SetDeadline(e.Arrived.Add(e.Route.Timeout))
+	Normalize(req.Header, e.ClientAddr)
+	stages.Forward(r.balancer, e)
+}
+
+// Match returns the index of the first route that matches host and path, or
+// -1. host may carry a port, which is ignored.
+func Match(routes []config.Route, host, path string) int {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	for i := range routes {
+		m := &routes[i].Match
+		if strings.HasPrefix(path, m.PathPrefix) && hostMatches(m.Host, host) {
+			return i
+		}
+	}
+	return -1
+}
+
+// hostMatches compares case-insensitively; pattern is already lower case.
+func hostMatches(pattern, host string) bool {
+	switch {
+	case pattern == "*":
+		return true
+	case strings.HasPrefix(pattern, "*."):
+		suffix := pattern[1:]
+		return len(host) > len(suffix) && strings.EqualFold(host[len(host)-len(suffix):], suffix)
+	default:
+		return strings.EqualFold(pattern, host)
+	}
+}
+
+// Normalize prepares request headers for the upstream hop: it strips
+// connection-specific fields and records this hop in X-Forwarded-For,
+// X-Forwarded-Proto and Via. clientAddr is the client's host:port.
+func Normalize(h http.Header, clientAddr string) {
+	stages.StripHopByHop(h)
+	ip := clientAddr
+	if host, _, err := net.SplitHostPort(clientAddr); err == nil {
+		ip = host
+	}
+	if prior := h["X-Forwarded-For"]; len(prior) > 0 {
+		h["X-Forwarded-For"] = []string{strings.Join(prior, ", ") + ", " + ip}
+	} else {
+		h["X-Forwarded-For"] = []string{ip}
+	}
+	h["X-Forwarded-Proto"] = []string{"https"}
+	if prior := h["Via"]; len(prior) > 0 {
+		h["Via"] = []string{strings.Join(prior, ", ") + ", " + Via}
+	} else {
+		h["Via"] = []string{Via}
+	}
+}
