@@ -29,6 +29,8 @@ test:
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./... >/dev/null
 
 bench: build
+	$(GO) build -o $(BIN)/benchrun ./bench/cmd/benchrun
+	$(BIN)/benchrun $(BENCHFLAGS)
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 clean:

@@ -82,8 +82,9 @@ type Route struct {
 	Match    Match
 	Upstream string
 	// Timeout bounds the whole exchange, from arrival to the last response
-	// byte. Default 30s.
+	// byte, every retry included. Default 30s.
 	Timeout time.Duration
+	Retries Retries
 }
 
 // Match selects requests. Empty fields match everything.
@@ -107,8 +108,96 @@ type Upstream struct {
 	TLS UpstreamTLS
 	// ConnectTimeout bounds dialing one connection. Default 2s.
 	ConnectTimeout time.Duration
-	Endpoints      []Endpoint
+	// Endpoints lists the group's backends. For the fallback policy they
+	// come from Groups instead, in priority order, each with its Priority.
+	Endpoints []Endpoint
+	// HashOn says what ring_hash and maglev hash: header:NAME, cookie:NAME,
+	// query:NAME, client_ip, path or authority. Default client_ip.
+	HashOn HashOn
+	// Health configures active health checks; nil means none.
+	Health *Health
+	// Outlier configures passive ejection on consecutive failures.
+	Outlier Outlier
+	// Limits is the per-endpoint circuit breaker.
+	Limits Limits
+	// RetryBudget caps retries to this group.
+	RetryBudget RetryBudget
 }
+
+// HashOn is a parsed hash_on value.
+type HashOn struct {
+	Source string // header, cookie, query, client_ip, path, authority
+	Name   string // for header (canonical form), cookie and query
+}
+
+// Health is an active health check, sent over the pool's HTTP/2
+// connections.
+type Health struct {
+	// Path is requested with GET. Required.
+	Path string
+	// Interval between checks of one endpoint, with ±10% jitter. Default 5s.
+	Interval time.Duration
+	// Timeout bounds one check. Default 1s.
+	Timeout time.Duration
+	// Healthy is how many passes in a row make an unhealthy endpoint
+	// healthy again. Default 2.
+	Healthy int
+	// Unhealthy is how many failures in a row take an endpoint out.
+	// Default 3.
+	Unhealthy int
+	// ExpectedStatus is the range of passing statuses, e.g. "200-399"
+	// (the default) or "204".
+	StatusMin, StatusMax int
+}
+
+// Outlier is passive outlier detection: a 5xx, connect error or reset
+// counts as a failure.
+type Outlier struct {
+	// ConsecutiveFailures ejects an endpoint after that many failures in a
+	// row. Default 5; 0 turns ejection off.
+	ConsecutiveFailures int
+	// BaseEjection is the first ejection's length; the nth lasts n times
+	// as long. Default 30s.
+	BaseEjection time.Duration
+	// MaxEjectionPercent caps the share of a group out at once (at least
+	// one endpoint may always be ejected, in a group of two or more).
+	// Default 50.
+	MaxEjectionPercent int
+}
+
+// Limits is the per-endpoint circuit breaker. Zero means no limit.
+type Limits struct {
+	// MaxRequests caps requests in flight to one endpoint.
+	MaxRequests int
+	// MaxPending allows that many more to be picked while waiting for a
+	// stream or connection. An endpoint at MaxRequests+MaxPending is
+	// skipped; when every endpoint is, the client gets 503.
+	MaxPending int
+}
+
+// RetryBudget bounds retries in flight to a group: at most Percent of its
+// active requests, but always at least MinConcurrency.
+type RetryBudget struct {
+	Percent        int // default 20
+	MinConcurrency int // default 3
+}
+
+// Retries is a route's retry policy.
+type Retries struct {
+	// Attempts is the number of tries in all, the first included.
+	// Default 1: no retries.
+	Attempts int
+	// PerTryTimeout bounds one try until its response headers; 0 means
+	// only the route timeout applies.
+	PerTryTimeout time.Duration
+	// On lists the failures that may be retried: connect-failure,
+	// refused-stream, reset-before-response, 502, 503, 504, 425.
+	// Default connect-failure and refused-stream.
+	On []string
+}
+
+// RetryConditions lists the accepted retries.on values.
+var RetryConditions = []string{"connect-failure", "refused-stream", "reset-before-response", "502", "503", "504", "425"}
 
 // UpstreamTLS is the client side of TLS to an h2 upstream.
 type UpstreamTLS struct {
@@ -127,6 +216,8 @@ type Endpoint struct {
 	Address string
 	// Weight is the endpoint's share for weighted policies. Default 1.
 	Weight int
+	// Priority is the endpoint's fallback group: 0 for the first.
+	Priority int
 }
 
 // Default values, named so that docs and code agree.
@@ -142,7 +233,7 @@ const (
 )
 
 // Policies lists the balancing policies this build knows.
-var Policies = []string{"round_robin"}
+var Policies = []string{"round_robin", "weighted_round_robin", "random", "weighted_random", "least_request", "peak_ewma", "ring_hash", "maglev", "fallback"}
 
 // Protocols lists the upstream protocols.
 var Protocols = []string{"h2c", "h2"}

@@ -211,7 +211,7 @@ upstreams:
 	if api.Protocol != "h2" || api.ConnectTimeout != 500*time.Millisecond || !api.TLS.InsecureSkipVerify || api.TLS.ServerName != "api.internal" {
 		t.Errorf("api = %+v", api)
 	}
-	if want := []config.Endpoint{{"[::1]:9443", 3}, {"backend.internal:9443", 1}}; !slices.Equal(api.Endpoints, want) {
+	if want := []config.Endpoint{{Address: "[::1]:9443", Weight: 3}, {Address: "backend.internal:9443", Weight: 1}}; !slices.Equal(api.Endpoints, want) {
 		t.Errorf("api endpoints = %+v, want %+v", api.Endpoints, want)
 	}
 	if pool, err := api.TLS.RootCAs(); err != nil || pool == nil {
@@ -256,6 +256,24 @@ func TestInvalidConfigs(t *testing.T) {
 			[]string{"stages.pool.workers", `"many"`, "want a whole number of at least 1"}},
 		{"fractional queue", with("stages: { router: { queue: 1.5 } }\n"),
 			[]string{"stages.router.queue", `"1.5"`, "want a whole number of at least 1"}},
+		{"bad hash_on", upstream("    policy: ring_hash\n    hash_on: \"header:\"\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n"),
+			[]string{"upstreams.app.hash_on", `"header:"`, "want header:NAME, cookie:NAME"}},
+		{"health path without slash", upstream("    health: { path: healthz }\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n"),
+			[]string{"upstreams.app.health.path", `"healthz"`, "want a path starting with /"}},
+		{"health expected_status reversed", upstream("    health: { path: /h, expected_status: 399-200 }\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n"),
+			[]string{"upstreams.app.health.expected_status", `"399-200"`, "want a status or range"}},
+		{"max_ejection_percent over 100", upstream("    outlier: { max_ejection_percent: 150 }\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n"),
+			[]string{"upstreams.app.outlier.max_ejection_percent", `"150"`, "want a percentage"}},
+		{"negative max_requests", upstream("    limits: { max_requests: -1 }\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n"),
+			[]string{"upstreams.app.limits.max_requests", `"-1"`, "want a whole number of at least 0"}},
+		{"fallback without groups", upstream("    policy: fallback\n"),
+			[]string{"upstreams.app.groups", "want a list of priority groups"}},
+		{"groups without fallback", upstream("    groups: [[{address: \"127.0.0.1:9001\"}]]\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n"),
+			[]string{"upstreams.app.groups", "want groups only with policy fallback"}},
+		{"unknown retry condition", "routes:\n  - upstream: app\n    retries: { attempts: 2, on: [connect-failure, 500] }\nupstreams:\n  app:\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n",
+			[]string{"routes[0].retries.on[1]", `"500"`, "want one of connect-failure"}},
+		{"zero retry attempts", "routes:\n  - upstream: app\n    retries: { attempts: 0 }\nupstreams:\n  app:\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n",
+			[]string{"routes[0].retries.attempts", `"0"`, "want a whole number of at least 1"}},
 		{"unknown stage", with("stages: { cache: { workers: 1 } }\n"),
 			[]string{"stages.cache", "unknown key", "want one of router, balancer, pool, telemetry"}},
 		{"log level", with("log: { level: verbose }\n"),
@@ -278,8 +296,8 @@ func TestInvalidConfigs(t *testing.T) {
 			[]string{"routes: missing", "want a list of at least one route"}},
 		{"missing upstreams", "routes:\n  - upstream: app\n",
 			[]string{"upstreams: missing", "want at least one upstream group"}},
-		{"unknown policy", upstream("    policy: random\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n"),
-			[]string{"upstreams.app.policy", `"random"`, "want one of round_robin"}},
+		{"unknown policy", upstream("    policy: least_loaded\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n"),
+			[]string{"upstreams.app.policy", `"least_loaded"`, "want one of round_robin"}},
 		{"unknown protocol", upstream("    protocol: h3\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n"),
 			[]string{"upstreams.app.protocol", `"h3"`, "want one of h2c, h2"}},
 		{"bad connect_timeout", upstream("    connect_timeout: -1s\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n"),
@@ -521,5 +539,45 @@ func TestErrorOrderIsStable(t *testing.T) {
 			t.Fatalf("BUG(config/load.go decoder.stages): the same file gave problems in a different order:\n%v\nthen\n%v\n"+
 				"(stages are walked by ranging over a map, so their errors come out in random order)", first, err)
 		}
+	}
+}
+
+func TestBalancingKeysLoad(t *testing.T) {
+	c, err := load(t, `
+routes:
+  - upstream: app
+    retries: { attempts: 3, per_try_timeout: 250ms, on: [reset-before-response, 503] }
+upstreams:
+  app:
+    policy: fallback
+    hash_on: "header:x-user-id"
+    health: { path: /healthz, interval: 2s, expected_status: "204" }
+    outlier: { consecutive_failures: 0 }
+    limits: { max_requests: 100, max_pending: 10 }
+    retry_budget: { percent: 25, min_concurrency: 1 }
+    groups:
+      - [ { address: "127.0.0.1:9001" }, { address: "127.0.0.1:9002", weight: 2 } ]
+      - [ { address: "127.0.0.1:9003" } ]
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := c.Upstreams["app"]
+	want := []config.Endpoint{{Address: "127.0.0.1:9001", Weight: 1}, {Address: "127.0.0.1:9002", Weight: 2}, {Address: "127.0.0.1:9003", Weight: 1, Priority: 1}}
+	if !slices.Equal(u.Endpoints, want) {
+		t.Errorf("endpoints %+v", u.Endpoints)
+	}
+	if u.HashOn != (config.HashOn{Source: "header", Name: "X-User-Id"}) {
+		t.Errorf("hash_on %+v", u.HashOn)
+	}
+	if h := u.Health; h == nil || h.Interval != 2*time.Second || h.Timeout != time.Second || h.StatusMin != 204 || h.StatusMax != 204 || h.Healthy != 2 || h.Unhealthy != 3 {
+		t.Errorf("health %+v", u.Health)
+	}
+	if u.Outlier.ConsecutiveFailures != 0 || u.Outlier.MaxEjectionPercent != 50 || u.Limits != (config.Limits{MaxRequests: 100, MaxPending: 10}) || u.RetryBudget != (config.RetryBudget{Percent: 25, MinConcurrency: 1}) {
+		t.Errorf("outlier %+v limits %+v budget %+v", u.Outlier, u.Limits, u.RetryBudget)
+	}
+	r := c.Routes[0].Retries
+	if r.Attempts != 3 || r.PerTryTimeout != 250*time.Millisecond || !slices.Equal(r.On, []string{"reset-before-response", "503"}) {
+		t.Errorf("retries %+v", r)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"regexp"
 	"slices"
 	"sort"
@@ -293,12 +294,18 @@ func (d *decoder) upstreams(v any) (map[string]*Upstream, []string) {
 		if !upstreamName.MatchString(name) {
 			d.fail(key, name, "a group name of letters, digits, '-' and '_'")
 		}
-		um := d.object(key, m[name], "policy", "protocol", "tls", "connect_timeout", "endpoints")
+		um := d.object(key, m[name], "policy", "protocol", "tls", "connect_timeout", "endpoints", "groups",
+			"hash_on", "health", "outlier", "limits", "retry_budget")
 		u := &Upstream{
 			Name:           name,
 			Policy:         d.oneOf(um, key, "policy", DefaultPolicy, Policies),
 			Protocol:       d.oneOf(um, key, "protocol", DefaultProtocol, Protocols),
 			ConnectTimeout: d.duration(um, key, "connect_timeout", DefaultConnectTimeout),
+			HashOn:         d.hashOn(um, key),
+			Health:         d.health(key+".health", um["health"]),
+			Outlier:        d.outlier(key+".outlier", um["outlier"]),
+			Limits:         d.limits(key+".limits", um["limits"]),
+			RetryBudget:    d.retryBudget(key+".retry_budget", um["retry_budget"]),
 		}
 		tm := d.object(key+".tls", um["tls"], "ca", "server_name", "insecure_skip_verify")
 		u.TLS = UpstreamTLS{
@@ -311,26 +318,51 @@ func (d *decoder) upstreams(v any) (map[string]*Upstream, []string) {
 				d.fail(key+".tls.ca", u.TLS.CA, "a readable PEM file of CA certificates ("+err.Error()+")")
 			}
 		}
-		u.Endpoints = d.endpoints(key+".endpoints", um["endpoints"])
+		u.Endpoints = d.groupEndpoints(key, u.Policy, um)
 		out[name] = u
 	}
 	return out, names
 }
 
-func (d *decoder) endpoints(key string, v any) []Endpoint {
+// groupEndpoints reads endpoints, or for the fallback policy groups: a list
+// of priority groups, each a list of endpoints.
+func (d *decoder) groupEndpoints(key, policy string, um map[string]any) []Endpoint {
+	if policy != "fallback" {
+		if _, ok := um["groups"]; ok {
+			d.fail(key+".groups", "(set)", "groups only with policy fallback; use endpoints")
+		}
+		return d.endpoints(key+".endpoints", um["endpoints"], 0, map[string]bool{})
+	}
+	if _, ok := um["endpoints"]; ok {
+		d.fail(key+".endpoints", "(set)", "groups (a list of endpoint lists) with policy fallback")
+	}
+	groups, ok := um["groups"].([]any)
+	if !ok || len(groups) == 0 {
+		d.fail(key+".groups", um["groups"], "a list of priority groups, each a list of endpoints")
+		return nil
+	}
+	var eps []Endpoint
+	seen := map[string]bool{}
+	for i, g := range groups {
+		eps = append(eps, d.endpoints(fmt.Sprintf("%s.groups[%d]", key, i), g, i, seen)...)
+	}
+	return eps
+}
+
+func (d *decoder) endpoints(key string, v any, priority int, seen map[string]bool) []Endpoint {
 	list, ok := v.([]any)
 	if !ok || len(list) == 0 {
 		d.fail(key, v, "a list of at least one endpoint ({address: host:port})")
 		return nil
 	}
 	eps := make([]Endpoint, 0, len(list))
-	seen := map[string]bool{}
 	for i, raw := range list {
 		ek := fmt.Sprintf("%s[%d]", key, i)
 		em := d.object(ek, raw, "address", "weight")
 		ep := Endpoint{
-			Address: d.hostPort(em, ek, "address", ""),
-			Weight:  d.integer(em, ek, "weight", 1, 1),
+			Address:  d.hostPort(em, ek, "address", ""),
+			Weight:   d.integer(em, ek, "weight", 1, 1),
+			Priority: priority,
 		}
 		if seen[ep.Address] {
 			d.fail(ek+".address", ep.Address, "an address not already listed in this group")
@@ -350,7 +382,7 @@ func (d *decoder) routes(v any, upstreams map[string]*Upstream) []Route {
 	routes := make([]Route, 0, len(list))
 	for i, raw := range list {
 		key := fmt.Sprintf("routes[%d]", i)
-		rm := d.object(key, raw, "name", "match", "upstream", "timeout")
+		rm := d.object(key, raw, "name", "match", "upstream", "timeout", "retries")
 		mm := d.object(key+".match", rm["match"], "host", "path_prefix")
 		r := Route{
 			Match: Match{
@@ -359,6 +391,7 @@ func (d *decoder) routes(v any, upstreams map[string]*Upstream) []Route {
 			},
 			Upstream: d.str(rm, key, "upstream", ""),
 			Timeout:  d.duration(rm, key, "timeout", DefaultRouteTimeout),
+			Retries:  d.retries(key+".retries", rm["retries"]),
 		}
 		r.Name = d.str(rm, key, "name", r.Match.Host+r.Match.PathPrefix)
 		if !strings.HasPrefix(r.Match.PathPrefix, "/") {
@@ -385,4 +418,114 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+func (d *decoder) hashOn(um map[string]any, key string) HashOn {
+	s := d.str(um, key, "hash_on", "client_ip")
+	source, name, _ := strings.Cut(s, ":")
+	switch source {
+	case "client_ip", "path", "authority":
+		if name == "" {
+			return HashOn{Source: source}
+		}
+	case "header", "cookie", "query":
+		if name != "" {
+			if source == "header" {
+				name = http.CanonicalHeaderKey(name)
+			}
+			return HashOn{Source: source, Name: name}
+		}
+	}
+	d.fail(key+".hash_on", s, "header:NAME, cookie:NAME, query:NAME, client_ip, path or authority")
+	return HashOn{Source: "client_ip"}
+}
+
+func (d *decoder) health(key string, v any) *Health {
+	if v == nil {
+		return nil
+	}
+	m := d.object(key, v, "path", "interval", "timeout", "healthy", "unhealthy", "expected_status")
+	h := &Health{
+		Path:      d.str(m, key, "path", ""),
+		Interval:  d.duration(m, key, "interval", 5*time.Second),
+		Timeout:   d.duration(m, key, "timeout", time.Second),
+		Healthy:   d.integer(m, key, "healthy", 2, 1),
+		Unhealthy: d.integer(m, key, "unhealthy", 3, 1),
+	}
+	if !strings.HasPrefix(h.Path, "/") {
+		d.fail(key+".path", m["path"], "a path starting with /, such as /healthz")
+	}
+	status := d.str(m, key, "expected_status", "200-399")
+	lo, hi, isRange := strings.Cut(status, "-")
+	if !isRange {
+		hi = lo
+	}
+	var err1, err2 error
+	h.StatusMin, err1 = strconv.Atoi(strings.TrimSpace(lo))
+	h.StatusMax, err2 = strconv.Atoi(strings.TrimSpace(hi))
+	if err1 != nil || err2 != nil || h.StatusMin < 100 || h.StatusMax > 599 || h.StatusMin > h.StatusMax {
+		d.fail(key+".expected_status", status, "a status or range of statuses such as 200-399 or 204")
+	}
+	return h
+}
+
+func (d *decoder) outlier(key string, v any) Outlier {
+	m := d.object(key, v, "consecutive_failures", "base_ejection", "max_ejection_percent")
+	o := Outlier{
+		ConsecutiveFailures: d.integer(m, key, "consecutive_failures", 5, 0),
+		BaseEjection:        d.duration(m, key, "base_ejection", 30*time.Second),
+		MaxEjectionPercent:  d.integer(m, key, "max_ejection_percent", 50, 0),
+	}
+	if o.MaxEjectionPercent > 100 {
+		d.fail(key+".max_ejection_percent", o.MaxEjectionPercent, "a percentage from 0 to 100")
+	}
+	return o
+}
+
+func (d *decoder) limits(key string, v any) Limits {
+	m := d.object(key, v, "max_requests", "max_pending")
+	return Limits{
+		MaxRequests: d.integer(m, key, "max_requests", 0, 0),
+		MaxPending:  d.integer(m, key, "max_pending", 0, 0),
+	}
+}
+
+func (d *decoder) retryBudget(key string, v any) RetryBudget {
+	m := d.object(key, v, "percent", "min_concurrency")
+	b := RetryBudget{
+		Percent:        d.integer(m, key, "percent", 20, 0),
+		MinConcurrency: d.integer(m, key, "min_concurrency", 3, 0),
+	}
+	if b.Percent > 100 {
+		d.fail(key+".percent", b.Percent, "a percentage from 0 to 100")
+	}
+	return b
+}
+
+func (d *decoder) retries(key string, v any) Retries {
+	m := d.object(key, v, "attempts", "per_try_timeout", "on")
+	r := Retries{
+		Attempts: d.integer(m, key, "attempts", 1, 1),
+		On:       []string{"connect-failure", "refused-stream"},
+	}
+	if _, ok := m["per_try_timeout"]; ok {
+		r.PerTryTimeout = d.duration(m, key, "per_try_timeout", 0)
+	}
+	if raw, ok := m["on"]; ok {
+		list, ok := raw.([]any)
+		if !ok {
+			d.fail(key+".on", raw, "a list of "+strings.Join(RetryConditions, ", "))
+			return r
+		}
+		r.On = r.On[:0]
+		for i, item := range list {
+			s := fmt.Sprint(item)
+			if !slices.Contains(RetryConditions, s) {
+				d.fail(fmt.Sprintf("%s.on[%d]", key, i), s, "one of "+strings.Join(RetryConditions, ", "))
+				continue
+			}
+			r.On = append(r.On, s)
+		}
+	}
+	return r
 }

@@ -5,12 +5,14 @@ package envelope
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"spooky/config"
+	"spooky/stages/upstream"
 )
 
 // Envelope carries one request from the listener to the pool and back.
@@ -31,9 +33,11 @@ type Envelope struct {
 	Route      *config.Route
 	RouteIndex int
 
-	// Set by the balancer.
-	Endpoint string
+	// Set by the balancer; Tried by the pool when a try fails and may be
+	// retried: bit Index%64 of each endpoint that failed.
+	Endpoint *upstream.Endpoint
 	Attempt  int
+	Tried    uint64
 
 	// Set by whoever finishes it.
 	Status          int
@@ -41,6 +45,7 @@ type Envelope struct {
 	ResponseStarted bool // response headers went to the client
 	Aborted         bool // the response was cut short; the client's stream must be reset
 
+	body     *trackedBody
 	cancel   context.CancelFunc
 	done     chan struct{}
 	finished atomic.Bool
@@ -137,4 +142,71 @@ func writeError(w http.ResponseWriter, status int, err error) {
 	}
 	w.WriteHeader(status)
 	fmt.Fprintf(w, "%d %s: %v\n", status, http.StatusText(status), err)
+}
+
+// UpstreamBody returns the request body to hand to the upstream transport:
+// the client's body, with its reads tracked so that ReplaySafe can tell
+// whether a retry could send it again. Close leaves a body that is still
+// replay-safe open, for the retry.
+//
+// The tracker is made fresh for each request, not kept in the pooled
+// envelope, because the HTTP/2 transport may close it from its own goroutine
+// after the exchange, when the envelope may already carry another request.
+func (e *Envelope) UpstreamBody() io.ReadCloser {
+	if e.body == nil {
+		e.body = &trackedBody{src: e.Request.Body}
+	}
+	return e.body
+}
+
+// ReplaySafe reports whether the request body can be sent again: no byte of
+// it was read by an earlier try, and no read is waiting for one.
+func (e *Envelope) ReplaySafe() bool { return e.body == nil || e.body.replaySafe() }
+
+// trackedBody counts what the upstream transport read of a request body.
+// The transport reads from its own goroutine, hence the lock; Read holds it
+// while it waits, so that Close, which first closes the source to wake that
+// Read, returns only once the Read has, and nothing touches the envelope
+// after the transport is done with it.
+type trackedBody struct {
+	mu      sync.Mutex
+	src     io.ReadCloser
+	closed  bool
+	eof     atomic.Bool
+	read    atomic.Int64
+	reading atomic.Bool
+}
+
+func (b *trackedBody) replaySafe() bool {
+	return b.read.Load() == 0 && (b.eof.Load() || !b.reading.Load())
+}
+
+func (b *trackedBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case b.closed:
+		return 0, io.ErrClosedPipe
+	case b.eof.Load():
+		return 0, io.EOF
+	}
+	b.reading.Store(true)
+	n, err := b.src.Read(p)
+	b.read.Add(int64(n))
+	if err == io.EOF {
+		b.eof.Store(true)
+	}
+	b.reading.Store(false)
+	return n, err
+}
+
+func (b *trackedBody) Close() error {
+	if b.replaySafe() {
+		return nil
+	}
+	err := b.src.Close()
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+	return err
 }

@@ -14,6 +14,7 @@ import (
 
 	"spooky/config"
 	"spooky/envelope"
+	"spooky/stages/upstream"
 )
 
 // get takes an envelope from the pool and releases it when the test ends.
@@ -70,8 +71,9 @@ func TestReleaseZeroesEveryField(t *testing.T) {
 	e.Arrived = time.Unix(1700000000, 0)
 	e.Route = &config.Route{Upstream: "app"}
 	e.RouteIndex = 3
-	e.Endpoint = "127.0.0.1:9001"
+	e.Endpoint = upstream.NewEndpoint("127.0.0.1:9001", 1, 0, 0)
 	e.Attempt = 2
+	e.Tried = 1
 	e.ResponseStarted = true
 	if !e.Finish(http.StatusBadGateway, errors.New("boom")) {
 		t.Fatal("first Finish returned false")

@@ -435,3 +435,30 @@ func wantMsg(mb *mailbox.Mailbox[int, ctl], control bool, data int, c ctl) error
 // waitABit yields to other goroutines while a test polls a counter that
 // another goroutine is about to change. It does not sleep.
 func waitABit() { runtime.Gosched() }
+
+func TestReceiveWithEndedContextLeavesDataButServesControl(t *testing.T) {
+	ctx := context.Background()
+	ended, cancel := context.WithCancel(ctx)
+	cancel()
+	mb := newBox(t, 2, 1)
+	if err := mb.Send(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := mb.SendControl(ctx, "drain"); err != nil {
+		t.Fatal(err)
+	}
+	if msg, err := mb.Receive(ended); err != nil || !msg.IsControl || msg.Control != "drain" {
+		t.Fatalf("Receive(ended) with control waiting = %+v, %v; want the control message", msg, err)
+	}
+	for range 10 {
+		if msg, err := mb.Receive(ended); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Receive(ended) with data queued = %+v, %v; want context.Canceled", msg, err)
+		}
+	}
+	if st := mb.Stats(); st.DataLen != 1 || st.Received != 0 {
+		t.Fatalf("stats = %+v, want the data left queued", st)
+	}
+	if err := wantMsg(mb, false, 1, ""); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -24,9 +24,23 @@ type Control interface{ isControl() }
 
 // Reconfigure carries a new, validated configuration snapshot. A stage
 // applies it atomically; envelopes already in hand finish on the old one.
-type Reconfigure struct{ Config *config.Config }
+// Once applied, the stage calls Applied, so that the control plane can
+// apply a config stage by stage, downstream first: the pool knows a new
+// endpoint before the balancer can pick it.
+type Reconfigure struct {
+	Config *config.Config
+	// Done, if set, is closed by Applied.
+	Done chan struct{}
+}
 
 func (Reconfigure) isControl() {}
+
+// Applied tells the sender that the config is in force.
+func (r Reconfigure) Applied() {
+	if r.Done != nil {
+		close(r.Done)
+	}
+}
 
 // Mailbox is the mailbox in front of a stage that takes envelopes.
 type Mailbox = mailbox.Mailbox[*envelope.Envelope, Control]
@@ -80,24 +94,91 @@ type Handler interface {
 	Control(c Control)
 }
 
-// RunWorkers runs n workers that read mb until ctx ends, and waits for them.
+// Pipe is what every envelope-taking stage shares: its mailbox and the
+// workers that read it. The worker count and the mailbox's capacity can be
+// changed while it runs.
+type Pipe struct {
+	Inbox *Mailbox
+
+	mu      sync.Mutex
+	want    int
+	running []context.CancelFunc // one per worker, in start order
+	start   func()               // starts one worker; set while Run runs
+}
+
+// NewPipe returns a pipe for inbox that will run n workers.
+func NewPipe(inbox *Mailbox, n int) *Pipe {
+	return &Pipe{Inbox: inbox, want: n}
+}
+
+// Inspect reports the worker count and the mailbox.
+func (p *Pipe) Inspect() Info {
+	st := p.Inbox.Stats()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return Info{Workers: p.want, Mailbox: &st}
+}
+
+// Tune applies a stage's config: the worker count and the queue size. A
+// smaller count stops the newest workers once they finish the envelope they
+// hold; a smaller queue keeps every envelope already in it.
+func (p *Pipe) Tune(s config.Stage) {
+	p.Inbox.Resize(s.Queue)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.want = s.Workers
+	p.resizeLocked()
+}
+
+func (p *Pipe) resizeLocked() {
+	if p.start == nil {
+		return
+	}
+	for len(p.running) < p.want {
+		p.start()
+	}
+	for len(p.running) > p.want {
+		last := len(p.running) - 1
+		p.running[last]()
+		p.running[last] = nil
+		p.running = p.running[:last]
+	}
+}
+
+// Run runs the workers until ctx ends, handing them to h, and waits for
+// them.
 //
 // An envelope whose context has already ended is finished without being
-// handed to h. If Handle panics, the envelope it held is finished with 502,
-// the other workers stop after the envelope they hold, and RunWorkers
-// returns the panic as an error, so the supervisor restarts the stage;
-// envelopes still queued in mb wait there for the restarted workers.
-func RunWorkers(parent context.Context, n int, mb *Mailbox, h Handler) error {
-	ctx, cancel := context.WithCancelCause(parent)
-	defer cancel(nil)
+// handed to h. If h panics, the envelope it held is finished with 502,
+// the other workers stop after the envelope they hold, and Run returns the
+// panic as an error, so the supervisor restarts the stage; envelopes still
+// queued in the mailbox wait there for the restarted workers.
+func (p *Pipe) Run(parent context.Context, h Handler) error {
+	ctx, fail := context.WithCancelCause(parent)
+	defer fail(nil)
 	var wg sync.WaitGroup
-	for range n {
+	p.mu.Lock()
+	p.start = func() {
+		wctx, stop := context.WithCancel(ctx)
+		p.running = append(p.running, stop)
 		wg.Go(func() {
-			if err := work(ctx, mb, h); err != nil {
-				cancel(err)
+			defer stop()
+			if err := work(wctx, p.Inbox, h); err != nil {
+				fail(err)
 			}
 		})
 	}
+	p.resizeLocked()
+	p.mu.Unlock()
+
+	<-ctx.Done()
+	p.mu.Lock()
+	p.start = nil
+	for _, stop := range p.running {
+		stop()
+	}
+	p.running = nil
+	p.mu.Unlock()
 	wg.Wait()
 	if parent.Err() != nil {
 		return nil // stopped, not failed
@@ -119,6 +200,9 @@ func work(ctx context.Context, mb *Mailbox, h Handler) error {
 			if r := pc.Recovered(); r != nil {
 				return fmt.Errorf("stages: control handler panicked: %w", r.AsError())
 			}
+			if rc, ok := msg.Control.(Reconfigure); ok {
+				rc.Applied()
+			}
 			continue
 		}
 		e := msg.Data
@@ -135,9 +219,12 @@ func work(ctx context.Context, mb *Mailbox, h Handler) error {
 }
 
 // Forward hands e to the next stage's mailbox, waiting for room as long as
-// e's context allows; if it ends first, e is finished here (504 or 499).
-func Forward(next *Mailbox, e *envelope.Envelope) {
+// e's context allows; if it ends first, e is finished here (504 or 499) and
+// Forward reports false.
+func Forward(next *Mailbox, e *envelope.Envelope) bool {
 	if next.Send(e.Ctx, e) != nil {
 		FinishExpired(e)
+		return false
 	}
+	return true
 }

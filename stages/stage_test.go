@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -81,7 +82,7 @@ func (h *fakeHandler) Handle(e *envelope.Envelope) {
 
 func (h *fakeHandler) Control(c stages.Control) { h.controls <- c }
 
-// workers is one RunWorkers call running in the background.
+// workers is one Pipe.Run call running in the background.
 type workers struct {
 	cancel context.CancelFunc
 	done   chan error
@@ -93,15 +94,15 @@ func start(t *testing.T, n int, mb *stages.Mailbox, h stages.Handler) *workers {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &workers{cancel: cancel, done: make(chan error, 1)}
-	go func() { w.done <- stages.RunWorkers(ctx, n, mb, h) }()
+	go func() { w.done <- stages.NewPipe(mb, n).Run(ctx, h) }()
 	t.Cleanup(func() { w.stop(t) })
 	return w
 }
 
-// wait waits for RunWorkers to return by itself.
+// wait waits for Pipe.Run to return by itself.
 func (w *workers) wait(t *testing.T) error {
 	t.Helper()
-	w.once.Do(func() { w.err = recv(t, w.done, "RunWorkers to return") })
+	w.once.Do(func() { w.err = recv(t, w.done, "Pipe.Run to return") })
 	return w.err
 }
 
@@ -115,7 +116,7 @@ func newMailbox(queue int) *stages.Mailbox {
 	return stages.NewMailbox(config.Stage{Workers: 1, Queue: queue})
 }
 
-func TestRunWorkersHandsEnvelopesToHandler(t *testing.T) {
+func TestPipeRunHandsEnvelopesToHandler(t *testing.T) {
 	es := newEnvs(t)
 	mb := newMailbox(16)
 	h := newHandler()
@@ -140,11 +141,11 @@ func TestRunWorkersHandsEnvelopesToHandler(t *testing.T) {
 		}
 	}
 	if err := w.stop(t); err != nil {
-		t.Fatalf("RunWorkers after cancel = %v, want nil", err)
+		t.Fatalf("Pipe.Run after cancel = %v, want nil", err)
 	}
 }
 
-func TestRunWorkersDeliversControl(t *testing.T) {
+func TestPipeRunDeliversControl(t *testing.T) {
 	mb := newMailbox(4)
 	h := newHandler()
 	start(t, 1, mb, h)
@@ -159,7 +160,7 @@ func TestRunWorkersDeliversControl(t *testing.T) {
 	}
 }
 
-func TestRunWorkersFinishesExpiredEnvelopes(t *testing.T) {
+func TestPipeRunFinishesExpiredEnvelopes(t *testing.T) {
 	cancelled, cancel := context.WithCancel(context.Background())
 	cancel()
 	late, cancelLate := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
@@ -222,7 +223,7 @@ func TestClientClosedStatusIsNotSent(t *testing.T) {
 
 var errHandlerBug = errors.New("nil map write")
 
-func TestRunWorkersHandlePanic(t *testing.T) {
+func TestPipeRunHandlePanic(t *testing.T) {
 	es := newEnvs(t)
 	mb := newMailbox(8)
 	bad := es.get(context.Background())
@@ -243,10 +244,10 @@ func TestRunWorkersHandlePanic(t *testing.T) {
 
 	err := w.wait(t)
 	if err == nil {
-		t.Fatal("RunWorkers = nil after Handle panicked, want the panic as an error")
+		t.Fatal("Pipe.Run = nil after Handle panicked, want the panic as an error")
 	}
 	if !errors.Is(err, errHandlerBug) || !strings.Contains(err.Error(), "handler panicked") {
-		t.Errorf("RunWorkers = %v, want it to wrap the panic's error", err)
+		t.Errorf("Pipe.Run = %v, want it to wrap the panic's error", err)
 	}
 	if bad.Status != http.StatusBadGateway || !errors.Is(bad.Err, stages.ErrStagePanic) {
 		t.Errorf("panicked envelope: status %d, err %v; want 502, ErrStagePanic", bad.Status, bad.Err)
@@ -275,7 +276,7 @@ func TestRunWorkersHandlePanic(t *testing.T) {
 // With several workers, a panic in one must not let the others take more
 // envelopes from the mailbox: "the other workers stop after the envelope
 // they hold ... envelopes still queued in mb wait there".
-func TestRunWorkersPanicLeavesQueueToRestart(t *testing.T) {
+func TestPipeRunPanicLeavesQueueToRestart(t *testing.T) {
 	const rounds = 20
 	taken := 0
 	for range rounds {
@@ -318,13 +319,13 @@ func TestRunWorkersPanicLeavesQueueToRestart(t *testing.T) {
 				e.Finish(http.StatusOK, nil)
 			})
 			done := make(chan error, 1)
-			go func() { done <- stages.RunWorkers(context.Background(), 2, mb, h) }()
+			go func() { done <- stages.NewPipe(mb, 2).Run(context.Background(), h) }()
 			// Once every goroutine is parked, the worker that panicked has
 			// returned and cancelled the others; let the one holding "held" go on.
 			synctest.Wait()
 			close(holdUntilStopped)
 			if err := <-done; err == nil {
-				t.Fatal("RunWorkers = nil after a panic")
+				t.Fatal("Pipe.Run = nil after a panic")
 			}
 			mu.Lock()
 			defer mu.Unlock()
@@ -337,7 +338,7 @@ func TestRunWorkersPanicLeavesQueueToRestart(t *testing.T) {
 	}
 	if taken > 0 {
 		t.Fatalf("BUG(stages/stage.go work / mailbox.Receive): in %d rounds, the surviving worker took %d queued "+
-			"envelopes after another worker panicked; RunWorkers documents that they stay queued for the restarted "+
+			"envelopes after another worker panicked; Pipe.Run documents that they stay queued for the restarted "+
 			"workers. Receive's select picks at random between a ready data lane and a done ctx, and work() does "+
 			"not check ctx before calling Receive", rounds, taken)
 	}
@@ -348,7 +349,7 @@ type handlerFunc func(e *envelope.Envelope)
 func (f handlerFunc) Handle(e *envelope.Envelope) { f(e) }
 func (f handlerFunc) Control(stages.Control)      {}
 
-func TestRunWorkersRunsNConcurrently(t *testing.T) {
+func TestPipeRunRunsNConcurrently(t *testing.T) {
 	const n = 4
 	es := newEnvs(t)
 	mb := newMailbox(16)
@@ -386,12 +387,12 @@ func TestRunWorkersRunsNConcurrently(t *testing.T) {
 	}
 }
 
-func TestRunWorkersReturnsNilOnCancel(t *testing.T) {
+func TestPipeRunReturnsNilOnCancel(t *testing.T) {
 	for _, n := range []int{1, 3} {
 		mb := newMailbox(1)
 		w := start(t, n, mb, newHandler())
 		if err := w.stop(t); err != nil {
-			t.Fatalf("n=%d: RunWorkers = %v after cancel, want nil", n, err)
+			t.Fatalf("n=%d: Pipe.Run = %v after cancel, want nil", n, err)
 		}
 	}
 }
@@ -399,7 +400,7 @@ func TestRunWorkersReturnsNilOnCancel(t *testing.T) {
 // A panic in Control must not take the process down: the supervisor can
 // only restart a stage whose panic comes back to it as an error. The panic
 // runs in a child process so that, if it is not caught, only that dies.
-func TestRunWorkersControlPanic(t *testing.T) {
+func TestPipeRunControlPanic(t *testing.T) {
 	if os.Getenv("STAGES_TEST_CONTROL_PANIC") == "1" {
 		mb := newMailbox(1)
 		if err := mb.SendControl(context.Background(), stages.Reconfigure{}); err != nil {
@@ -407,22 +408,22 @@ func TestRunWorkersControlPanic(t *testing.T) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), watchdog)
 		defer cancel()
-		err := stages.RunWorkers(ctx, 1, mb, panickyControl{})
+		err := stages.NewPipe(mb, 1).Run(ctx, panickyControl{})
 		if err == nil || errors.Is(err, context.DeadlineExceeded) {
-			t.Fatalf("RunWorkers = %v, want the Control panic as an error", err)
+			t.Fatalf("Pipe.Run = %v, want the Control panic as an error", err)
 		}
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*watchdog)
 	t.Cleanup(cancel)
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestRunWorkersControlPanic$", "-test.count=1")
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestPipeRunControlPanic$", "-test.count=1")
 	// atexit_sleep_ms: a race-enabled child would otherwise wait 1s on exit.
 	cmd.Env = append(os.Environ(), "STAGES_TEST_CONTROL_PANIC=1", "GORACE=atexit_sleep_ms=0")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		first, _, _ := strings.Cut(string(out), "\n\n")
 		t.Fatalf("BUG(stages/stage.go work): a panic in Handler.Control is not recovered; it crashes the "+
-			"process instead of coming back from RunWorkers as an error (%v):\n%s", err, first)
+			"process instead of coming back from Pipe.Run as an error (%v):\n%s", err, first)
 	}
 }
 
@@ -430,3 +431,52 @@ type panickyControl struct{}
 
 func (panickyControl) Handle(e *envelope.Envelope) { e.Finish(http.StatusOK, nil) }
 func (panickyControl) Control(stages.Control)      { panic("bad snapshot") }
+
+// TestPipeTuneResizesWhileRunning grows and shrinks the workers and the
+// queue of a running pipe: the count shows at once, a grown pipe runs that
+// many handlers at a time, and a shrunk one keeps every queued envelope.
+func TestPipeTuneResizesWhileRunning(t *testing.T) {
+	es := newEnvs(t)
+	mb := newMailbox(8)
+	release := make(chan struct{})
+	var inFlight, peak atomic.Int32
+	h := newHandler()
+	h.handle = func(e *envelope.Envelope) {
+		n := inFlight.Add(1)
+		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+		}
+		<-release
+		inFlight.Add(-1)
+		e.Finish(http.StatusOK, nil)
+	}
+	p := stages.NewPipe(mb, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx, h) }()
+	t.Cleanup(func() { cancel(); recv(t, done, "Run to return") })
+
+	p.Tune(config.Stage{Workers: 3, Queue: 2})
+	if info := p.Inspect(); info.Workers != 3 || info.Mailbox.DataCap != 2 {
+		t.Fatalf("after Tune: %+v %+v", info, info.Mailbox)
+	}
+	for range 5 {
+		if err := mb.Send(context.Background(), es.get(context.Background())); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(watchdog)
+	for inFlight.Load() < 3 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if peak.Load() != 3 {
+		t.Fatalf("%d handlers ran at once, want 3", peak.Load())
+	}
+	p.Tune(config.Stage{Workers: 1, Queue: 1})
+	close(release)
+	for range 5 {
+		recv(t, h.handled, "every envelope to be handled after shrinking")
+	}
+	if info := p.Inspect(); info.Workers != 1 || info.Mailbox.DataCap != 1 {
+		t.Fatalf("after shrinking: %+v", info)
+	}
+}

@@ -43,10 +43,10 @@ func newDaemon(configPath string, cfg *config.Config, log *slog.Logger) (*daemon
 	var err error
 	d.telemetry = telemetry.New(cfg, d.supervisor.Statuses, log)
 	d.router = router.New(cfg, routerBox, balancerBox)
-	if d.balancer, err = balancer.New(cfg, balancerBox, poolBox); err != nil {
+	if d.pool, err = pool.New(cfg, poolBox, balancerBox); err != nil {
 		return nil, err
 	}
-	if d.pool, err = pool.New(cfg, poolBox); err != nil {
+	if d.balancer, err = balancer.New(cfg, balancerBox, poolBox, d.pool, log); err != nil {
 		return nil, err
 	}
 	if d.listener, err = listener.New(cfg, routerBox, d.telemetry, log); err != nil {
@@ -54,10 +54,13 @@ func newDaemon(configPath string, cfg *config.Config, log *slog.Logger) (*daemon
 	}
 
 	d.control = control.New(configPath, cfg, log)
-	for _, t := range []control.Target{d.telemetry.Inbox(), poolBox, balancerBox, routerBox, d.listener} {
+	// Downstream first: the pool dials a new endpoint before the balancer
+	// can pick it, and the balancer drops an old one before the pool does.
+	for _, t := range []control.Target{poolBox, balancerBox, routerBox, d.telemetry.Inbox(), d.listener} {
 		d.control.AddTarget(t)
 	}
 	d.telemetry.ShowConfig(d.control.Status)
+	d.telemetry.ShowUpstreams(d.balancer.Stats, d.pool.Endpoints)
 
 	// Downstream stages start first, so the listener never offers work to a
 	// stage that is not reading yet.

@@ -92,7 +92,7 @@ func startSpooky(t *testing.T, doc string) (string, *daemon) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := slog.New(slog.NewTextHandler(testLogOutput(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	d, err := newDaemon(path, cfg, log)
 	if err != nil {
 		t.Fatal(err)
@@ -411,4 +411,11 @@ func TestConcurrentRequestsAllAnswered(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
+}
+
+func testLogOutput() io.Writer {
+	if os.Getenv("TEST_LOG") != "" {
+		return os.Stderr
+	}
+	return io.Discard
 }

@@ -22,6 +22,7 @@ import (
 	"syscall"
 
 	"spooky/config"
+	"spooky/stages"
 )
 
 func main() {
@@ -45,10 +46,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		printConfigErrors(stderr, *configPath, err)
 		return 1
 	}
-	log := newLogger(stderr, cfg.Log.Level)
+	level := new(slog.LevelVar)
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	setLevel(level, cfg.Log.Level)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	d, err := newDaemon(*configPath, cfg, log)
+	if err == nil {
+		d.control.AddTarget(levelTarget{level})
+	}
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return 1
@@ -84,9 +90,20 @@ func printConfigErrors(w io.Writer, path string, err error) {
 	fmt.Fprintf(w, "%s: %v\n", path, err)
 }
 
-func newLogger(w io.Writer, level string) *slog.Logger {
+// setLevel applies log.level; the config was validated, so slog knows it.
+func setLevel(v *slog.LevelVar, level string) {
 	var l slog.Level
-	// The config was validated, so the level is one slog knows.
 	_ = l.UnmarshalText([]byte(strings.ToUpper(level)))
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+	v.Set(l)
+}
+
+// levelTarget applies log.level on every reload.
+type levelTarget struct{ v *slog.LevelVar }
+
+func (t levelTarget) SendControl(_ context.Context, c stages.Control) error {
+	if rc, ok := c.(stages.Reconfigure); ok {
+		setLevel(t.v, rc.Config.Log.Level)
+		rc.Applied()
+	}
+	return nil
 }

@@ -1,111 +1,127 @@
 // Package balancer owns endpoint selection: one policy per upstream group
-// picks the endpoint for each envelope, which then goes to the pool.
+// picks the endpoint for each envelope (and again for each retry, avoiding
+// the endpoints that failed it), skipping endpoints that are unhealthy,
+// ejected or at their circuit-breaker limit; and active health checks.
 package balancer
 
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"spooky/config"
 	"spooky/envelope"
 	"spooky/stages"
+	"spooky/stages/upstream"
 )
 
-// Endpoint is one backend as the balancer sees it.
-type Endpoint struct {
-	Address string
-	Weight  int
-}
-
-// Policy picks an endpoint from a non-empty list. Implementations are safe
-// for concurrent use and allocate nothing per pick.
-type Policy interface {
-	Pick(endpoints []*Endpoint, e *envelope.Envelope) *Endpoint
-}
-
-// RoundRobin hands out endpoints in turn.
-type RoundRobin struct{ next atomic.Uint64 }
-
-// Pick returns the next endpoint in turn.
-func (p *RoundRobin) Pick(endpoints []*Endpoint, _ *envelope.Envelope) *Endpoint {
-	n := p.next.Add(1) - 1
-	return endpoints[n%uint64(len(endpoints))]
-}
-
-// NewPolicy returns a fresh policy by its config name.
-func NewPolicy(name string) (Policy, error) {
-	switch name {
-	case "round_robin":
-		return &RoundRobin{}, nil
-	}
-	return nil, fmt.Errorf("balancer: unknown policy %q", name)
-}
-
-// group is one upstream group's endpoints and policy.
+// group is one upstream group as the balancer runs it.
 type group struct {
-	name      string
-	endpoints []*Endpoint
-	policy    Policy
+	live   *upstream.Group
+	policy Policy
+	hashOn config.HashOn
+	health *config.Health
 }
 
-// groups is an immutable set, swapped whole on reconfigure.
-type groups map[string]*group
+// state is an immutable set of groups, swapped whole on reconfigure.
+type state struct {
+	config *config.Config
+	groups map[string]*group
+}
 
 // Balancer is the balancing stage.
 type Balancer struct {
-	inbox   *stages.Mailbox
+	*stages.Pipe
 	pool    *stages.Mailbox
-	config  atomic.Pointer[config.Config]
-	current atomic.Pointer[groups]
+	prober  Prober
+	log     *slog.Logger
+	current atomic.Pointer[state]
+
+	// Health checkers run under Serve's context; each config generation
+	// gets its own, cancelled when the next one is applied.
+	mu          sync.Mutex
+	serveCtx    context.Context
+	stopHealth  context.CancelFunc
+	healthGroup sync.WaitGroup
+
+	breakerRejects atomic.Uint64
+	healthFlips    atomic.Uint64
 }
 
-// New makes a balancer reading inbox and handing on to pool.
-func New(cfg *config.Config, inbox, pool *stages.Mailbox) (*Balancer, error) {
-	b := &Balancer{inbox: inbox, pool: pool}
+// New makes a balancer reading inbox and handing on to pool; prober sends
+// the active health checks.
+func New(cfg *config.Config, inbox, pool *stages.Mailbox, prober Prober, log *slog.Logger) (*Balancer, error) {
+	b := &Balancer{Pipe: stages.NewPipe(inbox, cfg.Stages.Balancer.Workers), pool: pool, prober: prober, log: log}
 	if err := b.apply(cfg); err != nil {
 		return nil, err
 	}
 	return b, nil
 }
 
-// apply builds the groups of cfg. A group whose policy did not change keeps
-// its policy state, so a reload does not restart every rotation.
+// apply builds the groups of cfg. An endpoint that stays (same address,
+// place, weight, priority and limits) keeps its live state: in-flight
+// count, latency, health, ejection. A policy is rebuilt, since ring and
+// table policies depend on the endpoint set.
 func (b *Balancer) apply(cfg *config.Config) error {
 	old := b.current.Load()
-	next := groups{}
+	next := &state{config: cfg, groups: map[string]*group{}}
 	for _, name := range cfg.UpstreamNames {
 		u := cfg.Upstreams[name]
-		g := &group{name: name}
-		for _, ep := range u.Endpoints {
-			g.endpoints = append(g.endpoints, &Endpoint{Address: ep.Address, Weight: ep.Weight})
+		eps := make([]*upstream.Endpoint, len(u.Endpoints))
+		limit := int64(0)
+		if u.Limits.MaxRequests > 0 {
+			limit = int64(u.Limits.MaxRequests + u.Limits.MaxPending)
 		}
-		if old != nil && (*old)[name] != nil && b.config.Load().Upstreams[name].Policy == u.Policy {
-			g.policy = (*old)[name].policy
-		} else {
-			p, err := NewPolicy(u.Policy)
-			if err != nil {
-				return err
+		for i, ep := range u.Endpoints {
+			if prev := old.endpoint(name, i); prev != nil && prev.Address == ep.Address &&
+				prev.Weight == ep.Weight && prev.Priority == ep.Priority && prev.MaxRequests == limit {
+				eps[i] = prev
+				continue
 			}
-			g.policy = p
+			eps[i] = upstream.NewEndpoint(ep.Address, ep.Weight, ep.Priority, limit)
 		}
-		next[name] = g
+		live := upstream.NewGroup(name, upstream.Outlier{
+			ConsecutiveFailures: u.Outlier.ConsecutiveFailures,
+			BaseEjection:        u.Outlier.BaseEjection,
+			MaxEjectionPercent:  u.Outlier.MaxEjectionPercent,
+		}, eps)
+		live.RetryBudget = upstream.RetryBudget{Percent: u.RetryBudget.Percent, MinConcurrency: u.RetryBudget.MinConcurrency}
+		policy, err := NewPolicy(u.Policy, eps)
+		if err != nil {
+			return err
+		}
+		next.groups[name] = &group{live: live, policy: policy, hashOn: u.HashOn, health: u.Health}
 	}
-	b.config.Store(cfg)
-	b.current.Store(&next)
+	b.current.Store(next)
+	b.restartHealthChecks()
 	return nil
 }
 
-// Serve runs the workers until ctx ends.
-func (b *Balancer) Serve(ctx context.Context) error {
-	return stages.RunWorkers(ctx, b.config.Load().Stages.Balancer.Workers, b.inbox, b)
+// endpoint is the endpoint at place i of the named group, or nil.
+func (s *state) endpoint(group string, i int) *upstream.Endpoint {
+	if s == nil || s.groups[group] == nil || i >= len(s.groups[group].live.Endpoints) {
+		return nil
+	}
+	return s.groups[group].live.Endpoints[i]
 }
 
-// Inspect reports the worker count and mailbox.
-func (b *Balancer) Inspect() stages.Info {
-	st := b.inbox.Stats()
-	return stages.Info{Workers: b.config.Load().Stages.Balancer.Workers, Mailbox: &st}
+// Serve runs the workers and health checks until ctx ends.
+func (b *Balancer) Serve(ctx context.Context) error {
+	b.mu.Lock()
+	b.serveCtx = ctx
+	b.mu.Unlock()
+	b.restartHealthChecks()
+	err := b.Run(ctx, b)
+	b.mu.Lock()
+	b.serveCtx = nil
+	b.mu.Unlock()
+	b.restartHealthChecks() // stops them: no serving context
+	b.healthGroup.Wait()
+	return err
 }
 
 // Control applies a new config.
@@ -115,6 +131,7 @@ func (b *Balancer) Control(c stages.Control) {
 		if err := b.apply(rc.Config); err != nil {
 			panic(err)
 		}
+		b.Tune(rc.Config.Stages.Balancer)
 	}
 }
 
@@ -127,12 +144,65 @@ func (e *NoEndpointError) Error() string {
 
 // Handle picks an endpoint for e and hands it to the pool.
 func (b *Balancer) Handle(e *envelope.Envelope) {
-	g := (*b.current.Load())[e.Route.Upstream]
-	if g == nil || len(g.endpoints) == 0 {
+	g := b.current.Load().groups[e.Route.Upstream]
+	if g == nil {
 		e.Finish(http.StatusServiceUnavailable, &NoEndpointError{Group: e.Route.Upstream})
 		return
 	}
-	e.Endpoint = g.policy.Pick(g.endpoints, e).Address
+	p := Pick{Now: time.Now().UnixNano(), Tried: e.Tried}
+	p.Key, p.HasKey = requestKey(g.hashOn, e)
+	ep := g.policy.Pick(g.live.Endpoints, &p)
+	if ep == nil && p.Tried != 0 {
+		// Every endpoint not yet tried is out: a retry may go back to
+		// one that failed, rather than fail for want of a new one.
+		p.Tried = 0
+		ep = g.policy.Pick(g.live.Endpoints, &p)
+	}
+	if ep == nil {
+		if b.atLimit(g) {
+			b.breakerRejects.Add(1)
+		}
+		e.Finish(http.StatusServiceUnavailable, &NoEndpointError{Group: g.live.Name})
+		return
+	}
+	ep.Begin()
+	e.Endpoint = ep
 	e.Attempt++
-	stages.Forward(b.pool, e)
+	if !stages.Forward(b.pool, e) {
+		ep.End(time.Now().UnixNano(), 0, false)
+	}
+}
+
+// atLimit reports whether any endpoint of g was left out by its breaker.
+func (b *Balancer) atLimit(g *group) bool {
+	for _, ep := range g.live.Endpoints {
+		if ep.AtLimit() {
+			return true
+		}
+	}
+	return false
+}
+
+// Stats is the balancer's view of every endpoint, for /debug/upstreams and
+// metrics.
+type Stats struct {
+	Endpoints      []upstream.Stats
+	Retries        map[string]uint64 // by group
+	BreakerRejects uint64
+	HealthFlips    uint64
+}
+
+// Stats reads every endpoint's live state.
+func (b *Balancer) Stats() Stats {
+	s := b.current.Load()
+	now := time.Now().UnixNano()
+	out := Stats{Retries: map[string]uint64{}, BreakerRejects: b.breakerRejects.Load(), HealthFlips: b.healthFlips.Load()}
+	for _, name := range s.config.UpstreamNames {
+		g := s.groups[name]
+		out.Retries[name] = g.live.Retries()
+		for _, ep := range g.live.Endpoints {
+			out.Endpoints = append(out.Endpoints, ep.Stats(now))
+		}
+	}
+	return out
 }

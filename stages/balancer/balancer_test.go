@@ -2,53 +2,22 @@ package balancer
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"net/http/httptest"
+	"sync"
 	"testing"
+	"time"
 
 	"spooky/config"
 	"spooky/envelope"
 	"spooky/stages"
 )
 
-func fixture(n int) []*Endpoint {
-	eps := make([]*Endpoint, n)
-	for i := range eps {
-		eps[i] = &Endpoint{Address: string(rune('a' + i)), Weight: 1}
-	}
-	return eps
-}
-
-func TestRoundRobinTakesTurns(t *testing.T) {
-	eps := fixture(3)
-	var p RoundRobin
-	var got string
-	for range 6 {
-		got += p.Pick(eps, nil).Address
-	}
-	if got != "abcabc" {
-		t.Fatalf("picked %q", got)
-	}
-}
-
-func TestRoundRobinPickAllocatesNothing(t *testing.T) {
-	eps := fixture(3)
-	var p RoundRobin
-	if n := testing.AllocsPerRun(1000, func() { p.Pick(eps, nil) }); n != 0 {
-		t.Fatalf("%v allocations per pick", n)
-	}
-}
-
-func BenchmarkRoundRobinPick(b *testing.B) {
-	eps := fixture(10)
-	var p RoundRobin
-	b.ReportAllocs()
-	for b.Loop() {
-		p.Pick(eps, nil)
-	}
-}
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 func testConfig(endpoints ...string) *config.Config {
-	u := &config.Upstream{Name: "app", Policy: "round_robin"}
+	u := &config.Upstream{Name: "app", Policy: "round_robin", Outlier: config.Outlier{ConsecutiveFailures: 5, BaseEjection: time.Second, MaxEjectionPercent: 50}}
 	for _, a := range endpoints {
 		u.Endpoints = append(u.Endpoints, config.Endpoint{Address: a, Weight: 1})
 	}
@@ -60,44 +29,76 @@ func testConfig(endpoints ...string) *config.Config {
 	}
 }
 
-func TestHandleAnnotatesAndForwards(t *testing.T) {
-	cfg := testConfig("10.0.0.1:80", "10.0.0.2:80")
+func newBalancer(t *testing.T, cfg *config.Config, prober Prober) (*Balancer, *stages.Mailbox) {
+	t.Helper()
 	in, out := stages.NewMailbox(cfg.Stages.Balancer), stages.NewMailbox(cfg.Stages.Balancer)
-	b, err := New(cfg, in, out)
+	b, err := New(cfg, in, out, prober, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return b, out
+}
+
+// pick sends one envelope through Handle and returns the endpoint chosen.
+func pick(t *testing.T, b *Balancer, out *stages.Mailbox, cfg *config.Config, tried uint64) string {
+	t.Helper()
+	e := envelope.Get()
+	e.Ctx, e.Route, e.Tried = context.Background(), &cfg.Routes[0], tried
+	e.Request = httptest.NewRequest("GET", "/", nil)
+	b.Handle(e)
+	msg, _ := out.Receive(context.Background())
+	addr := msg.Data.Endpoint.Address
+	e.Endpoint.End(time.Now().UnixNano(), time.Millisecond, false)
+	e.Finish(200, nil)
+	<-e.Done()
+	e.Release()
+	return addr
+}
+
+func TestHandleAnnotatesAndForwards(t *testing.T) {
+	cfg := testConfig("10.0.0.1:80", "10.0.0.2:80")
+	b, out := newBalancer(t, cfg, nil)
 	for _, want := range []string{"10.0.0.1:80", "10.0.0.2:80"} {
-		e := envelope.Get()
-		e.Ctx, e.Route = context.Background(), &cfg.Routes[0]
-		b.Handle(e)
-		msg, _ := out.Receive(context.Background())
-		if msg.Data.Endpoint != want || msg.Data.Attempt != 1 {
-			t.Fatalf("endpoint %q attempt %d, want %q", msg.Data.Endpoint, msg.Data.Attempt, want)
+		if got := pick(t, b, out, cfg, 0); got != want {
+			t.Fatalf("picked %q, want %q", got, want)
 		}
-		e.Finish(200, nil)
-		<-e.Done()
-		e.Release()
 	}
 }
 
-func TestReconfigureKeepsTheRotationOfAGroupThatStays(t *testing.T) {
+func TestRetryAvoidsTheEndpointThatFailed(t *testing.T) {
 	cfg := testConfig("a:1", "b:1")
-	in, out := stages.NewMailbox(cfg.Stages.Balancer), stages.NewMailbox(cfg.Stages.Balancer)
-	b, _ := New(cfg, in, out)
-	before := (*b.current.Load())["app"].policy
+	b, out := newBalancer(t, cfg, nil)
+	for range 4 {
+		if got := pick(t, b, out, cfg, 1); got != "b:1" {
+			t.Fatalf("retry went to %q", got)
+		}
+	}
+	// With every endpoint tried, a retry may go back rather than fail.
+	if got := pick(t, b, out, cfg, 3); got == "" {
+		t.Fatal("no endpoint")
+	}
+}
+
+func TestReconfigureKeepsTheStateOfEndpointsThatStay(t *testing.T) {
+	cfg := testConfig("a:1", "b:1")
+	b, _ := newBalancer(t, cfg, nil)
+	before := b.current.Load().groups["app"].live.Endpoints[1]
+	before.Begin()
 	b.Control(stages.Reconfigure{Config: testConfig("a:1", "b:1", "c:1")})
-	g := (*b.current.Load())["app"]
-	if g.policy != before || len(g.endpoints) != 3 {
-		t.Fatalf("policy kept: %v, endpoints %d", g.policy == before, len(g.endpoints))
+	g := b.current.Load().groups["app"]
+	if g.live.Endpoints[1] != before || len(g.live.Endpoints) != 3 || g.live.Endpoints[1].InFlight() != 1 {
+		t.Fatalf("endpoint b:1 was replaced or lost its state")
+	}
+	b.Control(stages.Reconfigure{Config: testConfig("b:1")})
+	if b.current.Load().groups["app"].live.Endpoints[0] == before {
+		t.Fatal("an endpoint that moved kept a stale place")
 	}
 }
 
 func TestNoEndpointNamesTheGroup(t *testing.T) {
 	cfg := testConfig("a:1")
 	cfg.Routes[0].Upstream = "gone"
-	in, out := stages.NewMailbox(cfg.Stages.Balancer), stages.NewMailbox(cfg.Stages.Balancer)
-	b, _ := New(cfg, in, out)
+	b, _ := newBalancer(t, cfg, nil)
 	e := envelope.Get()
 	rec := httptest.NewRecorder()
 	e.Ctx, e.Route, e.Writer = context.Background(), &cfg.Routes[0], rec
@@ -107,4 +108,77 @@ func TestNoEndpointNamesTheGroup(t *testing.T) {
 		t.Fatalf("got %d %q", rec.Code, rec.Body)
 	}
 	e.Release()
+}
+
+func TestBreakerSkipsAFullEndpointAndRefusesWhenAllAre(t *testing.T) {
+	cfg := testConfig("a:1", "b:1")
+	cfg.Upstreams["app"].Limits = config.Limits{MaxRequests: 1}
+	b, out := newBalancer(t, cfg, nil)
+	eps := b.current.Load().groups["app"].live.Endpoints
+	eps[0].Begin() // a:1 is full
+	for range 3 {
+		if got := pick(t, b, out, cfg, 0); got != "b:1" {
+			t.Fatalf("picked %q past its breaker", got)
+		}
+	}
+	eps[1].Begin()
+	e := envelope.Get()
+	rec := httptest.NewRecorder()
+	e.Ctx, e.Route, e.Writer = context.Background(), &cfg.Routes[0], rec
+	e.Request = httptest.NewRequest("GET", "/", nil)
+	b.Handle(e)
+	<-e.Done()
+	e.Release()
+	if rec.Code != 503 || b.Stats().BreakerRejects != 1 {
+		t.Fatalf("got %d, %d breaker rejections", rec.Code, b.Stats().BreakerRejects)
+	}
+}
+
+// fakeProber answers health checks from a table the test changes.
+type fakeProber struct {
+	mu     sync.Mutex
+	status map[string]int
+}
+
+func (f *fakeProber) Probe(_ context.Context, _, address, _ string) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.status[address], nil
+}
+
+func (f *fakeProber) set(address string, status int) {
+	f.mu.Lock()
+	f.status[address] = status
+	f.mu.Unlock()
+}
+
+func TestHealthChecksTakeAnEndpointOutAndBringItBack(t *testing.T) {
+	cfg := testConfig("a:1", "b:1")
+	cfg.Upstreams["app"].Health = &config.Health{Path: "/healthz", Interval: 10 * time.Millisecond, Timeout: time.Second, Healthy: 2, Unhealthy: 2, StatusMin: 200, StatusMax: 399}
+	prober := &fakeProber{status: map[string]int{"a:1": 200, "b:1": 200}}
+	b, _ := newBalancer(t, cfg, prober)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- b.Serve(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	a := b.current.Load().groups["app"].live.Endpoints[0]
+	prober.set("a:1", 500)
+	waitFor(t, func() bool { return !a.Healthy() })
+	prober.set("a:1", 204)
+	waitFor(t, a.Healthy)
+	if b.Stats().HealthFlips != 2 {
+		t.Fatalf("%d health transitions", b.Stats().HealthFlips)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in 5s")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }

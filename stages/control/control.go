@@ -44,15 +44,19 @@ type Status struct {
 // would reject a half-written file.
 const settle = 150 * time.Millisecond
 
+// applyWait bounds the wait for one stage to apply a config.
+const applyWait = 2 * time.Second
+
 // Control is the control-plane stage.
 type Control struct {
 	path    string
 	log     *slog.Logger
 	targets []Target
 
-	mu      sync.Mutex
-	current *config.Config
-	status  Status
+	reloading sync.Mutex // one reload at a time: file watch, SIGHUP and callers race
+	mu        sync.Mutex
+	current   *config.Config
+	status    Status
 }
 
 // New returns the control plane for the config at path, which was loaded
@@ -114,34 +118,35 @@ func (c *Control) Serve(ctx context.Context) error {
 // it breaks (the file was removed or renamed away, as some editors do), and
 // signals changed on every write or replacement.
 func (c *Control) watch(ctx context.Context, changed chan<- struct{}) *sync.WaitGroup {
+	signal := func() {
+		select {
+		case changed <- struct{}{}:
+		default:
+		}
+	}
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for ctx.Err() == nil {
 			broken := make(chan error, 1)
 			f := file.Provider(c.path)
 			err := f.Watch(func(_ any, err error) {
-				if err != nil {
-					select {
-					case broken <- err:
-					default:
-					}
+				if err == nil {
+					signal()
 					return
 				}
 				select {
-				case changed <- struct{}{}:
+				case broken <- err:
 				default:
 				}
 			})
 			if err == nil {
+				// The file may have changed while nothing watched
+				// it (before the first watch, or between two); a
+				// reload of an unchanged file does nothing.
+				signal()
 				select {
 				case <-ctx.Done():
 				case err = <-broken:
-					// The file may have been replaced while the watch
-					// was down; look again once it is re-armed.
-					select {
-					case changed <- struct{}{}:
-					default:
-					}
 				}
 				f.Unwatch()
 			}
@@ -149,7 +154,7 @@ func (c *Control) watch(ctx context.Context, changed chan<- struct{}) *sync.Wait
 				c.log.Debug("config watch re-arming", "path", c.path, "err", err)
 				select {
 				case <-ctx.Done():
-				case <-time.After(500 * time.Millisecond):
+				case <-time.After(200 * time.Millisecond):
 				}
 			}
 		}
@@ -160,6 +165,8 @@ func (c *Control) watch(ctx context.Context, changed chan<- struct{}) *sync.Wait
 // Reload loads the file and, when it is valid and differs from the running
 // config, broadcasts it. It returns the validation error, if any.
 func (c *Control) Reload(ctx context.Context) error {
+	c.reloading.Lock()
+	defer c.reloading.Unlock()
 	sum := fileSum(c.path)
 	c.mu.Lock()
 	unchanged := sum != "" && sum == c.status.SHA256 && c.status.LastResult == "ok"
@@ -176,9 +183,20 @@ func (c *Control) Reload(ctx context.Context) error {
 		c.log.Error("config rejected; the running config stays", "path", c.path, "err", err)
 		return err
 	}
+	// Stages apply it one after another, in the order added (downstream
+	// first), each waiting for the one before: a stage that is down or
+	// slow holds the others back for at most applyWait.
 	for _, t := range c.targets {
-		if err := t.SendControl(ctx, stages.Reconfigure{Config: cfg}); err != nil {
+		rc := stages.Reconfigure{Config: cfg, Done: make(chan struct{})}
+		if err := t.SendControl(ctx, rc); err != nil {
 			return fmt.Errorf("control: broadcast: %w", err)
+		}
+		select {
+		case <-rc.Done:
+		case <-time.After(applyWait):
+			c.log.Warn("a stage is slow to apply the new config; going on", "version", c.Status().Version+1)
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
 	c.mu.Lock()
@@ -200,3 +218,6 @@ func fileSum(path string) string {
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
 }
+
+// Path is the config file this control plane watches.
+func (c *Control) Path() string { return c.path }

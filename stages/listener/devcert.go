@@ -12,6 +12,8 @@ import (
 	"time"
 )
 
+const devCommonName = "spooky dev certificate"
+
 // DevCertificate makes a self-signed certificate, in memory, for localhost,
 // 127.0.0.1 and ::1, valid for a day. It is what spooky serves when
 // listen.tls is not set, and what the bench tools serve; no client trusts it
@@ -28,7 +30,7 @@ func DevCertificate() (tls.Certificate, error) {
 	now := time.Now()
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: "spooky dev certificate"},
+		Subject:      pkix.Name{CommonName: devCommonName},
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.Add(24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,

@@ -12,6 +12,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -38,49 +40,74 @@ type Listener struct {
 	router   *stages.Mailbox
 	recorder Recorder
 	log      *slog.Logger
+	tls      *tls.Config
 
-	conn      *net.UDPConn
-	transport *quic.Transport
-	quicLn    *quic.EarlyListener
 	cert      atomic.Pointer[tls.Certificate]
 	admission atomic.Int64 // time.Duration
-	server    atomic.Pointer[http3.Server]
+	drain     atomic.Int64 // time.Duration: how long a replaced socket serves on
 	inFlight  atomic.Int64
+
+	mu        sync.Mutex
+	sock      *socket   // the socket new connections arrive on
+	boundFor  string    // the listen.address sock was bound for
+	retired   []*socket // replaced sockets whose connections are draining
+	srv       *http3.Server
+	serveErrs chan error
+	serving   sync.WaitGroup
+}
+
+// socket is one bound UDP address with its QUIC transport and listener.
+type socket struct {
+	conn      *net.UDPConn
+	transport *quic.Transport
+	ln        *quic.EarlyListener
 }
 
 // New binds the UDP socket and starts accepting QUIC handshakes; requests
 // are served once Serve runs. The socket lives until Close, across restarts
-// of the stage.
+// of the stage and reloads that keep listen.address.
 func New(cfg *config.Config, router *stages.Mailbox, recorder Recorder, log *slog.Logger) (*Listener, error) {
 	l := &Listener{router: router, recorder: recorder, log: log}
 	if err := l.loadCertificate(cfg.Listen.TLS); err != nil {
 		return nil, err
 	}
 	l.admission.Store(int64(cfg.Listen.AdmissionWait))
-	addr, err := net.ResolveUDPAddr("udp", cfg.Listen.Address)
-	if err != nil {
-		return nil, fmt.Errorf("listener: listen.address %q: %w", cfg.Listen.Address, err)
-	}
-	if l.conn, err = net.ListenUDP("udp", addr); err != nil {
-		return nil, fmt.Errorf("listener: listen.address %q: %w", cfg.Listen.Address, err)
-	}
-	l.transport = &quic.Transport{Conn: l.conn}
-	tlsConf := http3.ConfigureTLSConfig(&tls.Config{
+	l.drain.Store(int64(cfg.Listen.DrainTimeout))
+	l.tls = http3.ConfigureTLSConfig(&tls.Config{
 		MinVersion: tls.VersionTLS13,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 			return l.cert.Load(), nil
 		},
 	})
-	l.quicLn, err = l.transport.ListenEarly(tlsConf, &quic.Config{
-		Allow0RTT:       true,
-		EnableDatagrams: false,
-		MaxIdleTimeout:  60 * time.Second,
+	var err error
+	l.sock, err = l.bind(cfg.Listen.Address)
+	l.boundFor = cfg.Listen.Address
+	return l, err
+}
+
+func (l *Listener) bind(address string) (*socket, error) {
+	addr, err := net.ResolveUDPAddr("udp", address)
+	if err != nil {
+		return nil, fmt.Errorf("listener: listen.address %q: %w", address, err)
+	}
+	s := &socket{}
+	if s.conn, err = net.ListenUDP("udp", addr); err != nil {
+		return nil, fmt.Errorf("listener: listen.address %q: %w", address, err)
+	}
+	s.transport = &quic.Transport{Conn: s.conn}
+	s.ln, err = s.transport.ListenEarly(l.tls, &quic.Config{
+		Allow0RTT:      true,
+		MaxIdleTimeout: 60 * time.Second,
 	})
 	if err != nil {
-		l.conn.Close()
+		s.conn.Close()
 		return nil, fmt.Errorf("listener: %w", err)
 	}
-	return l, nil
+	return s, nil
+}
+
+func (s *socket) close() error {
+	return errors.Join(s.ln.Close(), s.transport.Close(), s.conn.Close())
 }
 
 func (l *Listener) loadCertificate(t *config.TLS) error {
@@ -104,50 +131,132 @@ func (l *Listener) loadCertificate(t *config.TLS) error {
 // SendControl applies a control message at once: the listener has no
 // mailbox, since its work arrives from QUIC, not from another stage. A new
 // config brings a new certificate (for new handshakes; open connections go
-// on) and admission wait.
+// on), admission wait and drain timeout, and, when listen.address changed,
+// a new socket: it is bound before the old one stops taking connections,
+// and the old one's connections are served on for the drain timeout.
 func (l *Listener) SendControl(_ context.Context, c stages.Control) error {
 	rc, ok := c.(stages.Reconfigure)
 	if !ok {
 		return nil
 	}
-	if err := l.loadCertificate(rc.Config.Listen.TLS); err != nil {
+	defer rc.Applied()
+	cfg := rc.Config
+	if cfg.Listen.TLS != nil || !isDevCertificate(l.cert.Load()) {
+		if err := l.loadCertificate(cfg.Listen.TLS); err != nil {
+			return err
+		}
+	}
+	l.admission.Store(int64(cfg.Listen.AdmissionWait))
+	l.drain.Store(int64(cfg.Listen.DrainTimeout))
+	if cfg.Listen.Address == l.address() {
+		return nil
+	}
+	moved, err := l.bind(cfg.Listen.Address)
+	if err != nil {
 		return err
 	}
-	l.admission.Store(int64(rc.Config.Listen.AdmissionWait))
+	l.mu.Lock()
+	old := l.sock
+	l.sock, l.boundFor = moved, cfg.Listen.Address
+	l.retired = append(l.retired, old)
+	if l.srv != nil {
+		l.serveLocked(moved)
+	}
+	l.mu.Unlock()
+	old.ln.Close()
+	l.log.Info("listening on a new address; the old one drains", "address", moved.conn.LocalAddr().String(), "old", old.conn.LocalAddr().String())
+	time.AfterFunc(time.Duration(l.drain.Load()), func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if i := slices.Index(l.retired, old); i >= 0 {
+			l.retired = slices.Delete(l.retired, i, i+1)
+			old.close()
+		}
+	})
 	return nil
 }
 
-// Addr is the bound UDP address, useful when listen.address had port 0.
-func (l *Listener) Addr() net.Addr { return l.conn.LocalAddr() }
+// isDevCertificate reports whether cert is one DevCertificate made; a reload
+// that still has no listen.tls keeps it rather than make another.
+func isDevCertificate(cert *tls.Certificate) bool {
+	return cert.Leaf != nil && cert.Leaf.Subject.CommonName == devCommonName
+}
 
-// Serve serves HTTP/3 on the socket until ctx ends or Drain is called.
+// address is the listen.address in force: the one the current socket was
+// bound for, as the config spells it or as bound.
+func (l *Listener) address() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.boundFor
+}
+
+// Addr is the bound UDP address, useful when listen.address had port 0.
+func (l *Listener) Addr() net.Addr {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.sock.conn.LocalAddr()
+}
+
+// Serve serves HTTP/3 until ctx ends, on the current socket and on any that
+// a reload adds.
 func (l *Listener) Serve(ctx context.Context) error {
-	srv := &http3.Server{
-		Handler: l,
-		Logger:  l.log,
+	srv := &http3.Server{Handler: l, Logger: l.log}
+	errs := make(chan error, 1)
+	l.mu.Lock()
+	l.srv, l.serveErrs = srv, errs
+	l.serveLocked(l.sock)
+	l.mu.Unlock()
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errs:
 	}
-	l.server.Store(srv)
-	stop := context.AfterFunc(ctx, func() { srv.Close() })
-	defer stop()
-	err := srv.ServeListener(l.quicLn)
-	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, quic.ErrServerClosed) {
-		return nil
-	}
+	l.mu.Lock()
+	l.srv = nil
+	l.mu.Unlock()
+	srv.Close()
+	l.serving.Wait()
 	return err
+}
+
+func (l *Listener) serveLocked(s *socket) {
+	srv, errs := l.srv, l.serveErrs
+	l.serving.Go(func() {
+		err := srv.ServeListener(s.ln)
+		// A listener closed by a move or by Close ends its Serve
+		// normally; anything else is a failure of the stage.
+		if err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, quic.ErrServerClosed) {
+			select {
+			case errs <- err:
+			default:
+			}
+		}
+	})
 }
 
 // Drain stops taking new requests (HTTP/3 GOAWAY) and waits until those in
 // flight have finished or ctx ends.
 func (l *Listener) Drain(ctx context.Context) error {
-	if srv := l.server.Load(); srv != nil {
+	l.mu.Lock()
+	srv := l.srv
+	l.mu.Unlock()
+	if srv != nil {
 		return srv.Shutdown(ctx)
 	}
 	return nil
 }
 
-// Close releases the QUIC listener and the socket.
+// Close releases every socket.
 func (l *Listener) Close() error {
-	return errors.Join(l.quicLn.Close(), l.transport.Close(), l.conn.Close())
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	errs := []error{l.sock.close()}
+	for _, s := range l.retired {
+		errs = append(errs, s.close())
+	}
+	l.retired = nil
+	return errors.Join(errs...)
 }
 
 // Inspect shows the requests in flight as the listener's workers: each one

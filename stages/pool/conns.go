@@ -180,9 +180,6 @@ type endpointConns struct {
 	ctx  context.Context
 	wg   *sync.WaitGroup
 
-	requests atomic.Uint64
-	failures atomic.Uint64
-
 	mu      sync.Mutex
 	conns   []*conn
 	dialing *dialCall // nil when no dial is in flight

@@ -1,12 +1,18 @@
 package pool
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"io"
 	"maps"
 	"net"
 	"net/http"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/net/http2"
 
@@ -29,68 +35,155 @@ var bufPool = sync.Pool{New: func() any {
 }}
 
 // Handle forwards e's request to e.Endpoint, streams the response to
-// e.Writer and finishes e.
+// e.Writer and finishes e, or, when the try failed in a way the route says
+// to retry and it is safe to, sends e back to the balancer for another
+// endpoint. Every try ends with one e.Endpoint.End, which feeds the
+// endpoint's latency and outlier state.
 func (p *Pool) Handle(e *envelope.Envelope) {
-	var c *connector
-	var ec *endpointConns
-	if g := p.current.Load().groups[e.Route.Upstream]; g != nil {
-		c, ec = g.connector, g.endpoints[e.Endpoint]
-	}
+	ep := e.Endpoint
+	start := time.Now()
+	c, ec := p.lookup(e.Route.Upstream, ep.Address)
+	var t try
 	if ec == nil {
 		// The balancer chose from a config this stage has not (or no
 		// longer) applied.
-		e.Finish(http.StatusServiceUnavailable, ErrNoEndpoint)
+		t = try{status: http.StatusServiceUnavailable, err: ErrNoEndpoint}
+	} else {
+		t = forward(e, c, ec)
+	}
+	if e.Attempt > 1 {
+		ep.Group().ReleaseRetry()
+	}
+	ep.End(time.Now().UnixNano(), time.Since(start), t.upstreamFailed())
+	if p.retry(e, t) {
 		return
 	}
-	ec.requests.Add(1)
-	status, err := forward(e, c, ec)
 	// When the request's context has ended, that is the cause of whatever
 	// went wrong after, and it decides the status.
-	if err != nil && stages.FinishExpired(e) {
+	if t.err != nil && stages.FinishExpired(e) {
 		return
 	}
-	if status == http.StatusBadGateway {
-		ec.failures.Add(1)
-	}
-	e.Finish(status, err)
+	e.Finish(t.status, t.err)
 }
 
-// forward does the exchange and returns the status and error to finish e
-// with.
-func forward(e *envelope.Envelope, c *connector, ec *endpointConns) (int, error) {
+// try is how one try ended: the status and error to finish with, and what
+// kind of failure it was, for retry decisions.
+type try struct {
+	status int
+	err    error
+	// condition names the failure as routes[].retries.on does, or is "".
+	condition string
+}
+
+// upstreamFailed reports whether the endpoint is to blame, for outlier
+// detection: a 5xx from it, a refused connection, a reset, a timeout. A
+// client that went away (499) is not its fault, nor is a pool that no
+// longer has the endpoint.
+func (t try) upstreamFailed() bool {
+	return t.status >= 500 && !errors.Is(t.err, ErrNoEndpoint)
+}
+
+// retry sends e back to the balancer if t may be retried: the route allows
+// another try for t's condition, nothing of the response went to the
+// client, the request can be sent again, the deadline has not passed and
+// the group's retry budget has room. It reports whether it did.
+func (p *Pool) retry(e *envelope.Envelope, t try) bool {
+	r := &e.Route.Retries
+	if t.condition == "" || e.Attempt >= r.Attempts || e.ResponseStarted || e.Ctx.Err() != nil ||
+		!slices.Contains(r.On, t.condition) || !replayable(e, t.condition) {
+		return false
+	}
+	g := e.Endpoint.Group()
+	if !g.AcquireRetry() {
+		return false
+	}
+	e.Tried |= 1 << (uint(e.Endpoint.Index) % 64)
+	e.Endpoint = nil
+	// Never wait on the balancer: it may be waiting on this stage's
+	// mailbox, and a full mailbox means retrying would only add load.
+	if !p.balancer.TrySend(e) {
+		g.ReleaseRetry()
+		return false
+	}
+	return true
+}
+
+// replayable reports whether e's request may go to another endpoint after
+// failing with condition. A connect failure or a refused stream (RFC 9113
+// §8.7) proves the upstream never processed it, so any method may be
+// retried; otherwise only idempotent methods (RFC 9110 §9.2.2). Either way
+// the body must not have been read, since it is streamed, not buffered.
+func replayable(e *envelope.Envelope, condition string) bool {
+	if !e.ReplaySafe() {
+		return false
+	}
+	switch condition {
+	case "connect-failure", "refused-stream":
+		return true
+	}
+	switch e.Request.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodPut, http.MethodDelete, http.MethodTrace:
+		return true
+	}
+	return false
+}
+
+// forward does one try.
+func forward(e *envelope.Envelope, c *connector, ec *endpointConns) try {
 	cc, err := ec.get(e.Ctx, c)
 	switch {
 	case errors.Is(err, ErrNoEndpoint):
-		return http.StatusServiceUnavailable, err
+		return try{status: http.StatusServiceUnavailable, err: err}
+	case errors.Is(err, ErrConnectFailed):
+		return try{status: http.StatusBadGateway, err: err, condition: "connect-failure"}
 	case err != nil:
-		// ErrConnectFailed, or the end of e.Ctx, which Handle sees to.
-		return http.StatusBadGateway, err
+		// The end of e.Ctx, which Handle sees to.
+		return try{status: http.StatusBadGateway, err: err}
 	}
-	resp, err := cc.RoundTrip(outbound(e, c.scheme))
+	ctx := e.Ctx
+	if d := e.Route.Retries.PerTryTimeout; d > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
+	resp, err := cc.RoundTrip(outbound(ctx, e, c.scheme))
 	if err != nil {
-		return http.StatusBadGateway, roundTripError(err)
+		if ctx.Err() != nil && e.Ctx.Err() == nil {
+			return try{status: http.StatusGatewayTimeout, err: stages.ErrTimeout, condition: "504"}
+		}
+		return roundTripError(err)
 	}
 	// Closing the body before e is finished cancels the upstream stream if
 	// it is still open and waits until the transport is done with the
 	// request, whose body and trailers belong to e.
 	defer resp.Body.Close()
-	return respond(e, resp)
+	if e.Attempt < e.Route.Retries.Attempts && slices.Contains(e.Route.Retries.On, strconv.Itoa(resp.StatusCode)) {
+		// A status the route retries on: hold the response back, so the
+		// next try can still answer. If no retry happens after all, the
+		// client gets a short gateway error in its place.
+		return try{status: http.StatusBadGateway, err: fmt.Errorf("upstream answered %d", resp.StatusCode), condition: strconv.Itoa(resp.StatusCode)}
+	}
+	status, err := respond(e, resp)
+	return try{status: status, err: err}
 }
 
 // outbound builds the upstream request from e's. The router has already
 // normalised the headers, so they are sent as they are.
-func outbound(e *envelope.Envelope, scheme string) *http.Request {
+func outbound(ctx context.Context, e *envelope.Envelope, scheme string) *http.Request {
 	in := e.Request
 	u := *in.URL
-	u.Scheme, u.Host = scheme, e.Endpoint
+	u.Scheme, u.Host = scheme, e.Endpoint.Address
 	if _, ok := in.Header["User-Agent"]; !ok {
 		// An empty value stops the transport from adding its own.
 		in.Header["User-Agent"] = []string{""}
 	}
-	body := in.Body
-	if in.ContentLength == 0 {
+	body := e.UpstreamBody()
+	if in.ContentLength == 0 || in.Body == nil || in.ContentLength < 0 && bodiless(in.Method) {
 		// For a server request 0 means no body, but for a client
-		// request with a Body it means "unknown".
+		// request with a Body it means "unknown". quic-go reports -1
+		// for every request without Content-Length, GETs included;
+		// sending those upstream as "unknown length" would cost an
+		// empty DATA frame and a second write per request.
 		body = http.NoBody
 	}
 	out := &http.Request{
@@ -104,7 +197,14 @@ func outbound(e *envelope.Envelope, scheme string) *http.Request {
 		Trailer:       in.Trailer,
 		Host:          in.Host,
 	}
-	return out.WithContext(e.Ctx)
+	return out.WithContext(ctx)
+}
+
+// bodiless reports whether a request with this method is forwarded without
+// its body when it has no Content-Length: content in a GET or HEAD has no
+// defined meaning (RFC 9110 §9.3.1, §9.3.2), and clients do not send it.
+func bodiless(method string) bool {
+	return method == http.MethodGet || method == http.MethodHead
 }
 
 // respond sends resp's header, body and trailers to e.Writer.
@@ -118,11 +218,16 @@ func respond(e *envelope.Envelope, resp *http.Response) (int, error) {
 	maps.Copy(h, resp.Header)
 	e.ResponseStarted = true
 	e.Writer.WriteHeader(resp.StatusCode)
-	rc := http.NewResponseController(e.Writer)
-	// Flushing the header at once lets a response that streams (server-sent
-	// events, long polls) start before its first byte of body.
-	if err := flush(rc); err != nil {
-		return stages.StatusClientClosed, stages.ErrClientClosed
+	// A response without Content-Length may be a stream (server-sent
+	// events, long polls): its header goes out at once and each chunk as
+	// it comes. One with a length needs no flushing: quic-go sends what
+	// it is given, and the end of the handler sends the rest.
+	var rc *http.ResponseController
+	if resp.ContentLength < 0 {
+		rc = http.NewResponseController(e.Writer)
+		if err := flush(rc); err != nil {
+			return stages.StatusClientClosed, stages.ErrClientClosed
+		}
 	}
 	if err := copyBody(e.Writer, rc, resp.Body); err != nil {
 		if errors.Is(err, stages.ErrClientClosed) {
@@ -138,8 +243,9 @@ func respond(e *envelope.Envelope, resp *http.Response) (int, error) {
 	return resp.StatusCode, nil
 }
 
-// copyBody streams body to w, flushing after every write so that nothing
-// waits in a buffer for data that may be slow to come. It returns
+// copyBody streams body to w, flushing after every write through rc, when
+// given, so that nothing waits in a buffer for data that may be slow to
+// come. It returns
 // stages.ErrClientClosed when the client cannot be written to and
 // ErrUpstreamReset when the body ends in anything but EOF, a short
 // Content-Length included.
@@ -153,7 +259,7 @@ func copyBody(w io.Writer, rc *http.ResponseController, body io.Reader) error {
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				return stages.ErrClientClosed
 			}
-			if ferr := flush(rc); ferr != nil {
+			if rc != nil && flush(rc) != nil {
 				return stages.ErrClientClosed
 			}
 		}
@@ -176,22 +282,30 @@ func flush(rc *http.ResponseController) error {
 }
 
 // roundTripError names what failed before any response arrived.
-func roundTripError(err error) error {
+func roundTripError(err error) try {
 	var se http2.StreamError
 	var ga http2.GoAwayError
 	var oe *net.OpError
 	switch {
-	case errors.As(err, &se):
-		if se.Code == http2.ErrCodeProtocol {
-			return ErrProtocol
-		}
-		return ErrUpstreamReset
-	case errors.As(err, &ga), errors.As(err, &oe),
+	case errors.As(err, &se) && se.Code == http2.ErrCodeRefusedStream, unprocessedByGoAway(err):
+		return try{status: http.StatusBadGateway, err: ErrUpstreamReset, condition: "refused-stream"}
+	case errors.As(err, &se) && se.Code == http2.ErrCodeProtocol:
+		return try{status: http.StatusBadGateway, err: ErrProtocol}
+	case errors.As(err, &se), errors.As(err, &ga), errors.As(err, &oe),
 		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
-		return ErrUpstreamReset
+		return try{status: http.StatusBadGateway, err: ErrUpstreamReset, condition: "reset-before-response"}
 	default:
 		// http2.ConnectionError, a malformed response, a header the
 		// peer's limits refuse.
-		return ErrProtocol
+		return try{status: http.StatusBadGateway, err: ErrProtocol}
 	}
+}
+
+// unprocessedByGoAway reports x/net's error for a stream above the last
+// stream ID of a GOAWAY, which the server promises it did not process
+// (RFC 9113 §6.8). x/net does not export it; its text is stable and is what
+// net/http's own retry logic matches on too.
+func unprocessedByGoAway(err error) bool {
+	return strings.Contains(err.Error(), "received Server's graceful shutdown GOAWAY") ||
+		strings.Contains(err.Error(), "client conn not usable")
 }

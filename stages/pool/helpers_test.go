@@ -28,6 +28,7 @@ import (
 	"spooky/config"
 	"spooky/envelope"
 	"spooky/stages"
+	"spooky/stages/upstream"
 )
 
 // okHandler answers every request with 200 "ok".
@@ -247,7 +248,7 @@ func testConfig(groups ...*config.Upstream) *config.Config {
 // the backends it talks to stop.
 func newPool(t testing.TB, cfg *config.Config) *Pool {
 	t.Helper()
-	p, err := New(cfg, stages.NewMailbox(cfg.Stages.Pool))
+	p, err := New(cfg, stages.NewMailbox(cfg.Stages.Pool), stages.NewMailbox(cfg.Stages.Pool))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,7 +263,8 @@ func newEnvelope(ctx context.Context, endpoint string, req *http.Request) *envel
 	e.Request = req
 	e.Writer = httptest.NewRecorder()
 	e.Route = &config.Route{Upstream: "g"}
-	e.Endpoint = endpoint
+	e.Endpoint = upstream.NewEndpoint(endpoint, 1, 0, 0)
+	e.Endpoint.Begin()
 	return e
 }
 

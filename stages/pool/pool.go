@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"spooky/config"
 	"spooky/stages"
@@ -19,14 +20,20 @@ import (
 // connections of every endpoint in the configuration; they outlive restarts
 // of Serve and end with Close.
 type Pool struct {
-	mb      *stages.Mailbox
-	current atomic.Pointer[snapshot]
+	*stages.Pipe
+	balancer *stages.Mailbox // where retries go
+	current  atomic.Pointer[snapshot]
 
 	// ctx ends on Close. It bounds every dial and graceful shutdown, which
 	// run in goroutines counted by wg.
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	// draining holds endpoints a reload removed, by address, while they
+	// still take requests for retireAfter (default defaultRetireAfter).
+	draining    sync.Map
+	retireAfter time.Duration
 
 	// mu serialises reconfiguring and closing.
 	mu     sync.Mutex
@@ -62,19 +69,18 @@ type group struct {
 
 // EndpointStats is one endpoint as the debug page shows it.
 type EndpointStats struct {
-	Group    string `json:"group"`
-	Address  string `json:"address"`
-	Conns    int    `json:"conns"`    // open connections
-	Streams  int    `json:"streams"`  // active streams over all of them
-	Requests uint64 `json:"requests"` // requests forwarded
-	Failures uint64 `json:"failures"` // requests that ended in 502 for this endpoint's fault
+	Group   string `json:"group"`
+	Address string `json:"address"`
+	Conns   int    `json:"conns"`   // open connections
+	Streams int    `json:"streams"` // active streams over all of them
 }
 
-// New builds the pool's groups from cfg. It reads the CA files of h2 groups
-// and fails if one cannot be read; it starts nothing.
-func New(cfg *config.Config, mb *stages.Mailbox) (*Pool, error) {
+// New builds the pool's groups from cfg; it reads mb and sends retries to
+// balancer. It reads the CA files of h2 groups and fails if one cannot be
+// read; it starts nothing.
+func New(cfg *config.Config, mb, balancer *stages.Mailbox) (*Pool, error) {
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &Pool{mb: mb, ctx: ctx, cancel: cancel}
+	p := &Pool{Pipe: stages.NewPipe(mb, cfg.Stages.Pool.Workers), balancer: balancer, ctx: ctx, cancel: cancel, retireAfter: defaultRetireAfter}
 	if err := p.apply(cfg); err != nil {
 		cancel()
 		return nil, err
@@ -88,7 +94,7 @@ func New(cfg *config.Config, mb *stages.Mailbox) (*Pool, error) {
 // its group's connect timeout.
 func (p *Pool) Serve(ctx context.Context) error {
 	p.warm()
-	err := stages.RunWorkers(ctx, p.current.Load().cfg.Stages.Pool.Workers, p.mb, p)
+	err := p.Run(ctx, p)
 	p.wg.Wait()
 	return err
 }
@@ -106,13 +112,8 @@ func (p *Pool) Control(c stages.Control) {
 			return
 		}
 		p.warm()
+		p.Tune(c.Config.Stages.Pool)
 	}
-}
-
-// Inspect reports the worker count and the mailbox.
-func (p *Pool) Inspect() stages.Info {
-	st := p.mb.Stats()
-	return stages.Info{Workers: p.current.Load().cfg.Stages.Pool.Workers, Mailbox: &st}
 }
 
 // Close closes every upstream connection at once and waits for the pool's
@@ -125,10 +126,13 @@ func (p *Pool) Close() {
 
 	p.cancel()
 	for _, ec := range snap.all() {
-		for _, c := range ec.detach() {
-			c.cc.Close()
-		}
+		closeNow(ec)
 	}
+	p.draining.Range(func(addr, d any) bool {
+		p.draining.Delete(addr)
+		closeNow(d.(*drainingEndpoint).conns)
+		return true
+	})
 	p.wg.Wait()
 }
 
@@ -143,12 +147,10 @@ func (p *Pool) Endpoints() []EndpointStats {
 			ec := g.endpoints[ep.Address]
 			conns, streams := ec.stats()
 			out = append(out, EndpointStats{
-				Group:    name,
-				Address:  ep.Address,
-				Conns:    conns,
-				Streams:  streams,
-				Requests: ec.requests.Load(),
-				Failures: ec.failures.Load(),
+				Group:   name,
+				Address: ep.Address,
+				Conns:   conns,
+				Streams: streams,
 			})
 		}
 	}
@@ -196,13 +198,55 @@ func (p *Pool) apply(cfg *config.Config) error {
 	p.current.Store(next)
 
 	if old != nil {
-		for _, ec := range old.all() {
+		for c, ec := range old.all() {
 			if !kept[ec] {
-				p.retire(ec)
+				p.drain(c, ec)
 			}
 		}
 	}
 	return nil
+}
+
+// defaultRetireAfter is how long an endpoint removed by a reload still
+// takes new requests: the balancer applies a config after the pool does, so
+// for a moment it may still pick the endpoint, and envelopes picked before
+// may be queued here. After it, the endpoint's connections are retired.
+const defaultRetireAfter = 3 * time.Second
+
+// drainingEndpoint is a removed endpoint that still takes requests for
+// retireAfter.
+type drainingEndpoint struct {
+	connector *connector
+	conns     *endpointConns
+}
+
+// drain keeps ec reachable for retireAfter, then retires it. The timer is
+// not waited for by Serve; Close retires whatever is still draining.
+func (p *Pool) drain(c *connector, ec *endpointConns) {
+	d := &drainingEndpoint{connector: c, conns: ec}
+	p.draining.Store(ec.addr, d)
+	time.AfterFunc(p.retireAfter, func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.draining.CompareAndDelete(ec.addr, d) && !p.closed {
+			p.retire(ec)
+		}
+	})
+}
+
+// lookup finds the connections for address in group, or in the endpoints
+// a reload removed moments ago.
+func (p *Pool) lookup(group, address string) (*connector, *endpointConns) {
+	if g := p.current.Load().groups[group]; g != nil {
+		if ec := g.endpoints[address]; ec != nil {
+			return g.connector, ec
+		}
+	}
+	if d, ok := p.draining.Load(address); ok {
+		d := d.(*drainingEndpoint)
+		return d.connector, d.conns
+	}
+	return nil, nil
 }
 
 // sameConnections reports whether connections made for upstream a are good
@@ -220,6 +264,13 @@ func (p *Pool) retire(ec *endpointConns) {
 				c.cc.Close()
 			}
 		})
+	}
+}
+
+// closeNow closes ec's connections at once, streams and all.
+func closeNow(ec *endpointConns) {
+	for _, c := range ec.detach() {
+		c.cc.Close()
 	}
 }
 

@@ -28,33 +28,26 @@ const Via = "3 spooky"
 
 // Router is the routing stage.
 type Router struct {
-	inbox    *stages.Mailbox
+	*stages.Pipe
 	balancer *stages.Mailbox
 	config   atomic.Pointer[config.Config]
 }
 
 // New makes a router reading inbox and handing on to balancer.
 func New(cfg *config.Config, inbox, balancer *stages.Mailbox) *Router {
-	r := &Router{inbox: inbox, balancer: balancer}
+	r := &Router{Pipe: stages.NewPipe(inbox, cfg.Stages.Router.Workers), balancer: balancer}
 	r.config.Store(cfg)
 	return r
 }
 
 // Serve runs the workers until ctx ends.
-func (r *Router) Serve(ctx context.Context) error {
-	return stages.RunWorkers(ctx, r.config.Load().Stages.Router.Workers, r.inbox, r)
-}
-
-// Inspect reports the worker count and mailbox.
-func (r *Router) Inspect() stages.Info {
-	st := r.inbox.Stats()
-	return stages.Info{Workers: r.config.Load().Stages.Router.Workers, Mailbox: &st}
-}
+func (r *Router) Serve(ctx context.Context) error { return r.Run(ctx, r) }
 
 // Control applies a new config: later envelopes match the new routes.
 func (r *Router) Control(c stages.Control) {
 	if rc, ok := c.(stages.Reconfigure); ok {
 		r.config.Store(rc.Config)
+		r.Tune(rc.Config.Stages.Router)
 	}
 }
 

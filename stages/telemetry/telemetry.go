@@ -12,10 +12,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,7 +29,10 @@ import (
 	"spooky/envelope"
 	"spooky/mailbox"
 	"spooky/stages"
+	"spooky/stages/balancer"
 	"spooky/stages/control"
+	"spooky/stages/pool"
+	"spooky/stages/upstream"
 	"spooky/supervisor"
 )
 
@@ -47,6 +53,7 @@ type Telemetry struct {
 	set      *metrics.Set
 	log      *slog.Logger
 	config   atomic.Pointer[config.Config]
+	changed  chan struct{} // a Reconfigure was applied; Serve re-reads config
 	adminURL atomic.Pointer[string]
 
 	// series caches one counter or histogram per label set, so the hot
@@ -57,6 +64,8 @@ type Telemetry struct {
 	stages       []namedStage
 	statuses     func() []supervisor.Status
 	configStatus func() control.Status
+	balancer     func() balancer.Stats
+	conns        func() []pool.EndpointStats
 }
 
 type namedStage struct {
@@ -82,6 +91,7 @@ func New(cfg *config.Config, statuses func() []supervisor.Status, log *slog.Logg
 		set:      metrics.NewSet(),
 		log:      log,
 		statuses: statuses,
+		changed:  make(chan struct{}, 1),
 	}
 	t.config.Store(cfg)
 	t.set.NewGauge("spooky_telemetry_events_dropped", func() float64 {
@@ -113,6 +123,75 @@ func (t *Telemetry) ShowConfig(status func() control.Status) {
 	t.set.NewGauge(`spooky_config_reloads_total{result="error"}`, func() float64 { return float64(status().ReloadsError) })
 }
 
+// ShowUpstreams serves every endpoint on /debug/upstreams, merging the
+// balancer's view (health, ejection, latency, requests) with the pool's
+// (connections, streams), and writes the spooky_upstream_* metrics.
+func (t *Telemetry) ShowUpstreams(b func() balancer.Stats, conns func() []pool.EndpointStats) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.balancer, t.conns = b, conns
+}
+
+// UpstreamView is one endpoint's row on /debug/upstreams.
+type UpstreamView struct {
+	upstream.Stats
+	Conns   int `json:"conns"`
+	Streams int `json:"streams"`
+}
+
+func (t *Telemetry) upstreams() ([]UpstreamView, balancer.Stats) {
+	t.mu.Lock()
+	b, conns := t.balancer, t.conns
+	t.mu.Unlock()
+	if b == nil {
+		return nil, balancer.Stats{}
+	}
+	type key struct{ group, address string }
+	open := map[key]pool.EndpointStats{}
+	for _, c := range conns() {
+		open[key{c.Group, c.Address}] = c
+	}
+	stats := b()
+	views := make([]UpstreamView, 0, len(stats.Endpoints))
+	for _, ep := range stats.Endpoints {
+		c := open[key{ep.Group, ep.Address}]
+		views = append(views, UpstreamView{Stats: ep, Conns: c.Conns, Streams: c.Streams})
+	}
+	return views, stats
+}
+
+// writeUpstreamMetrics writes per-endpoint series straight from the live
+// state, since endpoints come and go with reloads and a registered series
+// would outlive its endpoint.
+func (t *Telemetry) writeUpstreamMetrics(w io.Writer) {
+	views, stats := t.upstreams()
+	for _, v := range views {
+		labels := fmt.Sprintf(`group=%q,endpoint=%q`, v.Group, v.Address)
+		fmt.Fprintf(w, "spooky_upstream_requests_total{%s} %d\n", labels, v.Requests)
+		fmt.Fprintf(w, "spooky_upstream_failures_total{%s} %d\n", labels, v.Failures)
+		fmt.Fprintf(w, "spooky_upstream_ejections_total{%s} %d\n", labels, v.Ejections)
+		fmt.Fprintf(w, "spooky_upstream_healthy{%s} %d\n", labels, boolGauge(v.Healthy))
+		fmt.Fprintf(w, "spooky_upstream_ejected{%s} %d\n", labels, boolGauge(v.Ejected))
+		fmt.Fprintf(w, "spooky_upstream_in_flight{%s} %d\n", labels, v.InFlight)
+		fmt.Fprintf(w, "spooky_upstream_latency_ewma_seconds{%s} %g\n", labels, v.EWMAMillis/1000)
+		fmt.Fprintf(w, "spooky_upstream_connections{%s} %d\n", labels, v.Conns)
+	}
+	for _, group := range slices.Sorted(maps.Keys(stats.Retries)) {
+		fmt.Fprintf(w, "spooky_upstream_retries_total{group=%q} %d\n", group, stats.Retries[group])
+	}
+	if views != nil {
+		fmt.Fprintf(w, "spooky_upstream_breaker_rejections_total %d\n", stats.BreakerRejects)
+		fmt.Fprintf(w, "spooky_upstream_health_transitions_total %d\n", stats.HealthFlips)
+	}
+}
+
+func boolGauge(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // Inbox returns the mailbox that Control messages go to.
 func (t *Telemetry) Inbox() *Inbox { return t.inbox }
 
@@ -139,42 +218,82 @@ func (t *Telemetry) Inspect() stages.Info {
 	return stages.Info{Workers: t.config.Load().Stages.Telemetry.Workers, Mailbox: &st}
 }
 
-// Serve binds the admin server and records events until ctx ends.
+// Serve binds the admin server and records events until ctx ends. A new
+// config moves the admin server to a new address (the new one is bound
+// before the old one closes, and a failed bind keeps the old one) and
+// changes the worker count; events wait in the mailbox meanwhile.
 func (t *Telemetry) Serve(ctx context.Context) error {
 	cfg := t.config.Load()
-	ln, err := net.Listen("tcp", cfg.Admin.Address)
+	admin, err := t.bindAdmin(cfg.Admin.Address)
 	if err != nil {
-		return fmt.Errorf("telemetry: admin.address %q: %w", cfg.Admin.Address, err)
+		return err
+	}
+	defer func() { admin.stop() }()
+	for {
+		workersCtx, stopWorkers := context.WithCancel(ctx)
+		var workers sync.WaitGroup
+		for range cfg.Stages.Telemetry.Workers {
+			workers.Go(func() { t.work(workersCtx) })
+		}
+		select {
+		case <-ctx.Done():
+		case err = <-admin.failed:
+		case <-t.changed:
+		}
+		stopWorkers()
+		workers.Wait()
+		if ctx.Err() != nil || err != nil {
+			return err
+		}
+		next := t.config.Load()
+		t.inbox.Resize(next.Stages.Telemetry.Queue)
+		if next.Admin.Address != cfg.Admin.Address {
+			if moved, err := t.bindAdmin(next.Admin.Address); err != nil {
+				t.log.Error("admin server stays on its old address", "err", err)
+			} else {
+				admin.stop()
+				admin = moved
+			}
+		}
+		cfg = next
+	}
+}
+
+// adminServer is the admin HTTP server on one address.
+type adminServer struct {
+	srv    *http.Server
+	done   sync.WaitGroup
+	failed chan error
+}
+
+func (t *Telemetry) bindAdmin(address string) (*adminServer, error) {
+	ln, err := net.Listen("tcp", address)
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: admin.address %q: %w", address, err)
 	}
 	url := "http://" + ln.Addr().String()
 	t.adminURL.Store(&url)
-	srv := &http.Server{Handler: t.AdminHandler(), ReadHeaderTimeout: 5 * time.Second}
-
-	var wg sync.WaitGroup
-	errs := make(chan error, 1)
-	wg.Go(func() {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			errs <- fmt.Errorf("telemetry: admin server: %w", err)
+	a := &adminServer{
+		srv:    &http.Server{Handler: t.AdminHandler(), ReadHeaderTimeout: 5 * time.Second},
+		failed: make(chan error, 1),
+	}
+	a.done.Go(func() {
+		if err := a.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			a.failed <- fmt.Errorf("telemetry: admin server: %w", err)
 		}
 	})
-	ctx, cancel := context.WithCancel(ctx)
-	for range cfg.Stages.Telemetry.Workers {
-		wg.Go(func() { t.work(ctx) })
-	}
-	select {
-	case <-ctx.Done():
-	case err = <-errs:
-	}
-	cancel()
-	shutdownCtx, done := context.WithTimeout(context.Background(), time.Second)
-	defer done()
-	srv.Shutdown(shutdownCtx)
-	wg.Wait()
-	return err
+	return a, nil
+}
+
+func (a *adminServer) stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	a.srv.Shutdown(ctx)
+	a.done.Wait()
 }
 
 func (t *Telemetry) work(ctx context.Context) {
-	for {
+	for ctx.Err() == nil {
 		msg, err := t.inbox.Receive(ctx)
 		if err != nil {
 			return
@@ -182,6 +301,11 @@ func (t *Telemetry) work(ctx context.Context) {
 		if msg.IsControl {
 			if rc, ok := msg.Control.(stages.Reconfigure); ok {
 				t.config.Store(rc.Config)
+				select {
+				case t.changed <- struct{}{}:
+				default:
+				}
+				rc.Applied()
 			}
 			continue
 		}
@@ -245,9 +369,14 @@ func (t *Telemetry) AdminHandler() http.Handler {
 		}
 		writeJSON(w, status())
 	})
+	mux.HandleFunc("GET /debug/upstreams", func(w http.ResponseWriter, r *http.Request) {
+		views, _ := t.upstreams()
+		writeJSON(w, map[string]any{"endpoints": views})
+	})
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 		t.set.WritePrometheus(w)
+		t.writeUpstreamMetrics(w)
 		metrics.WriteProcessMetrics(w)
 	})
 	mux.HandleFunc("/debug/pprof/", pprof.Index)

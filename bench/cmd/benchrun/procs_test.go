@@ -1,0 +1,55 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestLoadRunArgs runs a stand-in h3load that records its arguments and
+// prints a canned result, to check what the bench asks of the load
+// generator and how it reads the answer.
+func TestLoadRunArgs(t *testing.T) {
+	dir := t.TempDir()
+	argsFile := filepath.Join(dir, "args")
+	script := "#!/bin/sh\necho \"$@\" > " + argsFile + "\n" +
+		`echo '{"requests": 500, "duration_ns": 2000000000, "requests_per_sec": 250, "latency": {"p50_ns": 1000, "p99_ns": 9000},` +
+		` "processes": [{"pid": 7, "cpu_percent": 25, "rss_bytes": 4096}]}'` + "\n"
+	h3load := filepath.Join(dir, "h3load")
+	if err := os.WriteFile(h3load, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	upload := scenarios[3]
+	res, err := loadRun{
+		h3load: h3load, url: "https://127.0.0.1:1/echo", sc: upload,
+		warmup: time.Second, duration: 2 * time.Second, pids: []int{7, 8},
+	}.run(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Requests != 500 || res.Duration != 2*time.Second || res.Latency.P99 != 9000 ||
+		len(res.Processes) != 1 || res.Processes[0].CPUPercent != 25 {
+		t.Errorf("result = %+v", res)
+	}
+	args, err := os.ReadFile(argsFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "-json -d 2s -warmup 1s -c 4 -s 4 -X POST -body-size 1048576 -pid 7,8 https://127.0.0.1:1/echo"
+	if got := strings.TrimSpace(string(args)); got != want {
+		t.Errorf("h3load args = %s, want %s", got, want)
+	}
+}
+
+func TestLoadRunFailure(t *testing.T) {
+	h3load := filepath.Join(t.TempDir(), "h3load")
+	if err := os.WriteFile(h3load, []byte("#!/bin/sh\necho 'h3load: no route' >&2\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, err := loadRun{h3load: h3load, url: "https://127.0.0.1:1/", sc: scenarios[0], duration: time.Second}.run(t.Context())
+	if err == nil || !strings.Contains(err.Error(), "no route") {
+		t.Errorf("err = %v, want one quoting h3load's stderr", err)
+	}
+}

@@ -1,0 +1,67 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+)
+
+// scenario is one load shape, run against the backend directly and through
+// spooky.
+type scenario struct {
+	name   string
+	method string
+	// path is requested on both targets, with its query.
+	path string
+	// bodySize is the request body each request sends; zero sends none.
+	bodySize int
+	// conns × streams requests are in flight at any moment.
+	conns, streams int
+	// bulk marks scenarios that move bodies large enough for bytes per
+	// second, not requests per second, to be the figure that matters.
+	bulk bool
+}
+
+// inFlight is how many requests the scenario keeps in flight.
+func (s scenario) inFlight() int { return s.conns * s.streams }
+
+// scenarios lists every scenario, in the order they run. The backend has no
+// route that swallows a body, so upload sends 1 MiB to /echo, which streams
+// it back: every byte crosses the proxy both ways, and the throughput
+// figure (response bytes) is one direction of it.
+var scenarios = []scenario{
+	{name: "small-4x16", method: http.MethodGet, path: "/bytes?n=64", conns: 4, streams: 16},
+	{name: "small-32x8", method: http.MethodGet, path: "/bytes?n=64", conns: 32, streams: 8},
+	{name: "large-4x4", method: http.MethodGet, path: "/bytes?n=1048576", conns: 4, streams: 4, bulk: true},
+	{name: "upload-4x4", method: http.MethodPost, path: "/echo", bodySize: 1 << 20, conns: 4, streams: 4, bulk: true},
+}
+
+// selectScenarios returns the scenarios a comma-separated list names, in
+// the order of the list; an empty list selects all of them.
+func selectScenarios(list string) ([]scenario, error) {
+	if strings.TrimSpace(list) == "" {
+		return slices.Clone(scenarios), nil
+	}
+	var out []scenario
+	for name := range strings.SplitSeq(list, ",") {
+		name = strings.TrimSpace(name)
+		i := slices.IndexFunc(scenarios, func(s scenario) bool { return s.name == name })
+		if i < 0 {
+			return nil, fmt.Errorf("unknown scenario %q; want some of %s", name, scenarioNames())
+		}
+		if slices.ContainsFunc(out, func(s scenario) bool { return s.name == name }) {
+			return nil, fmt.Errorf("scenario %q named twice", name)
+		}
+		out = append(out, scenarios[i])
+	}
+	return out, nil
+}
+
+func scenarioNames() string {
+	names := make([]string, len(scenarios))
+	for i, s := range scenarios {
+		names[i] = s.name
+	}
+	return strings.Join(names, ",")
+}

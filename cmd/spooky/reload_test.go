@@ -1,0 +1,346 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+)
+
+// reloadable is a daemon running from a config file the test rewrites.
+type reloadable struct {
+	t    *testing.T
+	path string
+	d    *daemon
+	url  string
+}
+
+func startReloadable(t *testing.T, doc string) *reloadable {
+	t.Helper()
+	url, d := startSpooky(t, doc)
+	return &reloadable{t: t, path: d.control.Path(), d: d, url: url}
+}
+
+// reload writes doc over the config file and reloads it, as the file watch
+// or a SIGHUP would; it returns the validation error, if any.
+func (r *reloadable) reload(doc string) error {
+	r.t.Helper()
+	if err := os.WriteFile(r.path, []byte(doc), 0o600); err != nil {
+		r.t.Fatal(err)
+	}
+	return r.d.control.Reload(context.Background())
+}
+
+func (r *reloadable) debugConfig() map[string]any {
+	r.t.Helper()
+	resp, err := http.Get(r.d.telemetry.AdminURL() + "/debug/config")
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		r.t.Fatal(err)
+	}
+	return out
+}
+
+// steadyLoad sends GETs from n goroutines until stop is called, which
+// returns how many failed (with the first failure) and which backends
+// answered, in order.
+func steadyLoad(t *testing.T, c *http.Client, url string, n int) (stop func() (failed int64, first string, seen []string)) {
+	var failed atomic.Int64
+	var firstErr atomic.Value
+	var mu sync.Mutex
+	var seen []string
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				resp, err := c.Get(url)
+				if err == nil {
+					_, err = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if err == nil && resp.StatusCode != 200 {
+						err = fmt.Errorf("status %d", resp.StatusCode)
+					}
+				}
+				if err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+					continue
+				}
+				mu.Lock()
+				seen = append(seen, resp.Header.Get("X-Backend"))
+				mu.Unlock()
+			}
+		})
+	}
+	return func() (int64, string, []string) {
+		close(done)
+		wg.Wait()
+		first, _ := firstErr.Load().(string)
+		mu.Lock()
+		defer mu.Unlock()
+		return failed.Load(), first, seen
+	}
+}
+
+func TestTwentyReloadsUnderLoadDropNothing(t *testing.T) {
+	b1, b2 := startBackend(t, "b1"), startBackend(t, "b2")
+	to := func(b *testBackend) string {
+		return spookyConfig(allRoute, map[string][]string{"app": {b.addr}})
+	}
+	r := startReloadable(t, to(b1))
+	stop := steadyLoad(t, h3Client(t), r.url+"/bytes?n=64", 4)
+	for i := range 20 {
+		target := b2
+		if i%2 == 1 {
+			target = b1
+		}
+		if err := r.reload(to(target)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	time.Sleep(250 * time.Millisecond)
+	failed, first, seen := stop()
+	if failed != 0 {
+		t.Fatalf("%d requests failed during reloads; first: %s", failed, first)
+	}
+	// The last config sends everything to b1; the last answers, sent well
+	// after it was applied, must all come from there.
+	tail := seen[len(seen)-len(seen)/40:]
+	for _, b := range tail {
+		if b != "b1" {
+			t.Fatalf("after the last reload %q still answered (%d answers, tail %v)", b, len(seen), tail)
+		}
+	}
+	counts := map[string]int{}
+	for _, b := range seen {
+		counts[b]++
+	}
+	if counts["b1"] == 0 || counts["b2"] == 0 {
+		t.Fatalf("traffic did not follow the configs: %v", counts)
+	}
+	if v := r.debugConfig()["version"].(float64); v != 21 {
+		t.Fatalf("/debug/config version %v, want 21", v)
+	}
+}
+
+func TestInvalidReloadKeepsTheRunningConfig(t *testing.T) {
+	b := startBackend(t, "b1")
+	good := spookyConfig(allRoute, map[string][]string{"app": {b.addr}})
+	r := startReloadable(t, good)
+	c := h3Client(t)
+	for _, tc := range []struct {
+		name, doc, want string
+	}{
+		{"yaml syntax", good + "routes: [\n", "line"},
+		{"unknown upstream", strings.Replace(good, "upstream: app", "upstream: nowhere", 1), `routes[0].upstream: "nowhere"`},
+		{"missing certificate", strings.Replace(good, `listen: { address: "127.0.0.1:0" }`, `listen: { address: "127.0.0.1:0", tls: { cert: /nonexistent.pem, key: /nonexistent.key } }`, 1), "listen.tls.cert"},
+		{"negative workers", strings.Replace(good, "workers: 64", "workers: -1", 1), "stages.pool.workers"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := r.reload(tc.doc); err == nil {
+				t.Fatal("the invalid config was accepted")
+			}
+			resp, body := get(t, c, r.url+"/")
+			if resp.StatusCode != 200 || body != "hello from b1\n" {
+				t.Fatalf("after the rejected reload: %d %q", resp.StatusCode, body)
+			}
+			status := r.debugConfig()
+			if status["last_result"] != "error" || !strings.Contains(status["last_error"].(string), tc.want) {
+				t.Fatalf("/debug/config %v; want the error naming %q", status, tc.want)
+			}
+		})
+	}
+	resp, err := http.Get(r.d.telemetry.AdminURL() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(metrics), `spooky_config_reloads_total{result="error"} 4`) {
+		t.Fatalf("reload errors not counted:\n%s", metrics)
+	}
+}
+
+// TestConnectionSurvivesReloads keeps one QUIC connection open across a
+// reload that changes routes, and across one that moves listen.address:
+// the same connection goes on working, and the new address serves too.
+func TestConnectionSurvivesReloads(t *testing.T) {
+	b1, b2 := startBackend(t, "b1"), startBackend(t, "b2")
+	r := startReloadable(t, spookyConfig(allRoute, map[string][]string{"app": {b1.addr}}))
+	addr := strings.TrimPrefix(r.url, "https://")
+	tlsConf := &tls.Config{InsecureSkipVerify: true, NextProtos: []string{http3.NextProtoH3}}
+	qconn, err := quic.DialAddr(context.Background(), addr, tlsConf, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { qconn.CloseWithError(0, "") })
+	cc := (&http3.Transport{}).NewClientConn(qconn)
+	ask := func(url string) string {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		resp, err := cc.RoundTrip(req)
+		if err != nil {
+			t.Fatalf("on the connection opened before the reloads: %v", err)
+		}
+		defer resp.Body.Close()
+		return resp.Header.Get("X-Backend")
+	}
+	if got := ask(r.url + "/"); got != "b1" {
+		t.Fatalf("answered by %q", got)
+	}
+	if err := r.reload(spookyConfig(allRoute, map[string][]string{"app": {b2.addr}})); err != nil {
+		t.Fatal(err)
+	}
+	if got := ask(r.url + "/"); got != "b2" {
+		t.Fatalf("after reload answered by %q", got)
+	}
+
+	moved := freePort(t, "udp")
+	doc := strings.Replace(spookyConfig(allRoute, map[string][]string{"app": {b2.addr}}), `address: "127.0.0.1:0" }`+"\nadmin", `address: "`+moved+`" }`+"\nadmin", 1)
+	if err := r.reload(doc); err != nil {
+		t.Fatal(err)
+	}
+	if got := ask(r.url + "/"); got != "b2" {
+		t.Fatalf("after the move, the old connection got %q", got)
+	}
+	if qconn.Context().Err() != nil {
+		t.Fatal("the connection opened before the reloads was closed")
+	}
+	if resp, _ := get(t, h3Client(t), "https://"+moved+"/"); resp.Header.Get("X-Backend") != "b2" {
+		t.Fatalf("the new address answered %v", resp.Header)
+	}
+}
+
+func TestStageTuningShowsLiveWithoutFailures(t *testing.T) {
+	b := startBackend(t, "b1")
+	doc := spookyConfig(allRoute, map[string][]string{"app": {b.addr}})
+	r := startReloadable(t, doc)
+	stop := steadyLoad(t, h3Client(t), r.url+"/bytes?n=64", 4)
+	tuned := strings.Replace(doc, "pool: { workers: 64, queue: 256 }", "pool: { workers: 7, queue: 9 }\n  router: { workers: 3, queue: 33 }", 1)
+	if err := r.reload(tuned); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if failed, first, _ := stop(); failed != 0 {
+		t.Fatalf("%d requests failed; first %s", failed, first)
+	}
+	want := map[string][2]int{"pool": {7, 9}, "router": {3, 33}}
+	for _, s := range r.d.telemetry.Stages() {
+		if w, ok := want[s.Name]; ok && (s.Workers != w[0] || s.Mailbox.DataCap != w[1]) {
+			t.Errorf("%s shows %d workers, queue %d; want %v", s.Name, s.Workers, s.Mailbox.DataCap, w)
+		}
+	}
+}
+
+func TestRemovedEndpointFinishesItsInFlightRequest(t *testing.T) {
+	b1, b2 := startBackend(t, "b1"), startBackend(t, "b2")
+	r := startReloadable(t, spookyConfig(allRoute, map[string][]string{"app": {b1.addr}}))
+	c := h3Client(t)
+	slow := make(chan string, 1)
+	go func() {
+		resp, err := c.Get(r.url + "/slow?d=600ms")
+		if err != nil {
+			slow <- err.Error()
+			return
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		slow <- fmt.Sprint(resp.StatusCode, " ", string(body), " from ", resp.Header.Get("X-Backend"))
+	}()
+	time.Sleep(150 * time.Millisecond)
+	if err := r.reload(spookyConfig(allRoute, map[string][]string{"app": {b2.addr}})); err != nil {
+		t.Fatal(err)
+	}
+	if resp, _ := get(t, c, r.url+"/"); resp.Header.Get("X-Backend") != "b2" {
+		t.Fatalf("new requests went to %q", resp.Header.Get("X-Backend"))
+	}
+	if got := <-slow; got != "200 slow done\n from b1" {
+		t.Fatalf("the in-flight request to the removed endpoint: %q", got)
+	}
+}
+
+func TestAdminServerMovesOnReload(t *testing.T) {
+	b := startBackend(t, "b1")
+	doc := spookyConfig(allRoute, map[string][]string{"app": {b.addr}})
+	r := startReloadable(t, doc)
+	moved := freePort(t, "tcp")
+	if err := r.reload(strings.Replace(doc, `admin: { address: "127.0.0.1:0" }`, `admin: { address: "`+moved+`" }`, 1)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return r.d.telemetry.AdminURL() == "http://"+moved })
+	resp, err := http.Get("http://" + moved + "/debug/config")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+}
+
+// TestFileChangesReloadByThemselves edits the config file as editors do, in
+// place and by writing a new file and renaming it over the old one; each
+// edit is picked up without a signal.
+func TestFileChangesReloadByThemselves(t *testing.T) {
+	b1, b2 := startBackend(t, "b1"), startBackend(t, "b2")
+	to := func(b *testBackend) string {
+		return spookyConfig(allRoute, map[string][]string{"app": {b.addr}})
+	}
+	r := startReloadable(t, to(b1))
+	c := h3Client(t)
+	answeredBy := func(name string) func() bool {
+		return func() bool {
+			resp, err := c.Get(r.url + "/")
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+			return resp.Header.Get("X-Backend") == name
+		}
+	}
+	if err := os.WriteFile(r.path, []byte(to(b2)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, answeredBy("b2"))
+
+	tmp := r.path + ".swp"
+	if err := os.WriteFile(tmp, []byte(to(b1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, r.path); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, answeredBy("b1"))
+
+	// Removed and written anew, as some tools do.
+	if err := os.Remove(r.path); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if err := os.WriteFile(r.path, []byte(to(b2)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, answeredBy("b2"))
+}
