@@ -419,3 +419,46 @@ func testLogOutput() io.Writer {
 	}
 	return io.Discard
 }
+
+// TestOverloadShedsWithRetryAfter fills every queue behind the listener:
+// requests that cannot get into the router's mailbox within the admission
+// wait get 503 with Retry-After, and the admitted ones still succeed.
+func TestOverloadShedsWithRetryAfter(t *testing.T) {
+	b := startBackend(t, "b1")
+	doc := strings.Replace(spookyConfig(allRoute, map[string][]string{"app": {b.addr}}),
+		`listen: { address: "127.0.0.1:0" }`, `listen: { address: "127.0.0.1:0", admission_wait: 20ms }`, 1)
+	doc = strings.Replace(doc, "pool: { workers: 64, queue: 256 }",
+		"pool: { workers: 1, queue: 1 }\n  balancer: { workers: 1, queue: 1 }\n  router: { workers: 1, queue: 1 }", 1)
+	url, d := startSpooky(t, doc)
+	c := h3Client(t)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	statuses := map[int]int{}
+	retryAfter := true
+	for range 12 {
+		wg.Go(func() {
+			resp, err := c.Get(url + "/slow?d=300ms")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			mu.Lock()
+			defer mu.Unlock()
+			statuses[resp.StatusCode]++
+			if resp.StatusCode == 503 && resp.Header.Get("Retry-After") == "" {
+				retryAfter = false
+			}
+		})
+	}
+	wg.Wait()
+	if statuses[503] == 0 || statuses[200] == 0 || statuses[200]+statuses[503] != 12 || !retryAfter {
+		t.Fatalf("statuses %v, Retry-After on every 503: %v", statuses, retryAfter)
+	}
+	for _, s := range d.telemetry.Stages() {
+		if s.Name == "router" && s.Mailbox.Dropped == 0 {
+			t.Error("the router's mailbox counted no refused send")
+		}
+	}
+}

@@ -54,7 +54,10 @@ func (p *Pool) Handle(e *envelope.Envelope) {
 	if e.Attempt > 1 {
 		ep.Group().ReleaseRetry()
 	}
-	ep.End(time.Now().UnixNano(), time.Since(start), t.upstreamFailed())
+	// A client that went away is not the endpoint's fault, whatever the
+	// try's error says; a route timeout is (the endpoint was slow).
+	failed := t.upstreamFailed() && !errors.Is(e.Ctx.Err(), context.Canceled)
+	ep.End(time.Now().UnixNano(), time.Since(start), failed)
 	if p.retry(e, t) {
 		return
 	}

@@ -479,3 +479,26 @@ func TestGetWithoutContentLengthGoesWithoutBody(t *testing.T) {
 		}
 	}
 }
+
+// TestClientGoingAwayIsNotAnUpstreamFailure: a request cancelled by its
+// client must not count against the endpoint, or clients hanging up would
+// get healthy endpoints ejected.
+func TestClientGoingAwayIsNotAnUpstreamFailure(t *testing.T) {
+	arrived := make(chan struct{})
+	b := startH2C(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(arrived)
+		<-r.Context().Done()
+	}), 0)
+	p := newPool(t, testConfig(h2cGroup("g", b.addr)))
+	ctx, cancel := context.WithCancel(context.Background())
+	e := newEnvelope(ctx, b.addr, httptest.NewRequest(http.MethodGet, "https://example.com/", nil))
+	ep := e.Endpoint
+	go func() { <-arrived; cancel() }()
+	r := run(t, p, e)
+	if r.status != stages.StatusClientClosed {
+		t.Fatalf("finished with %d, %v", r.status, r.err)
+	}
+	if st := ep.Stats(time.Now().UnixNano()); st.Failures != 0 || st.InFlight != 0 {
+		t.Fatalf("endpoint after a client cancel: %+v", st)
+	}
+}

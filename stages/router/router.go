@@ -112,10 +112,17 @@ func Normalize(h http.Header, clientAddr string) {
 	} else {
 		h["X-Forwarded-For"] = []string{ip}
 	}
-	h["X-Forwarded-Proto"] = []string{"https"}
+	h["X-Forwarded-Proto"] = forwardedProto
 	if prior := h["Via"]; len(prior) > 0 {
 		h["Via"] = []string{strings.Join(prior, ", ") + ", " + Via}
 	} else {
-		h["Via"] = []string{Via}
+		h["Via"] = viaOnly
 	}
 }
+
+// Header values that never change are shared, not made per request;
+// nothing downstream writes to a header value slice.
+var (
+	forwardedProto = []string{"https"}
+	viaOnly        = []string{Via}
+)
