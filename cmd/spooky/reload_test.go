@@ -2,12 +2,16 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +20,8 @@ import (
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
+
+	"spooky/stages/listener"
 )
 
 // reloadable is a daemon running from a config file the test rewrites.
@@ -343,4 +349,70 @@ func TestFileChangesReloadByThemselves(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, answeredBy("b2"))
+}
+
+// writeCertificate writes a fresh self-signed certificate and key for
+// localhost to dir, returning their paths and the certificate's serial.
+func writeCertificate(t *testing.T, dir, name string) (certPath, keyPath, serial string) {
+	t.Helper()
+	cert, err := listener.DevCertificate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalECPrivateKey(cert.PrivateKey.(*ecdsa.PrivateKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPath, keyPath = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
+	if err := os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certPath, keyPath, cert.Leaf.SerialNumber.String()
+}
+
+// TestCertificateReload: after a reload that names a new certificate, new
+// handshakes get it, and a connection made with the old one goes on.
+func TestCertificateReload(t *testing.T) {
+	b := startBackend(t, "b1")
+	dir := t.TempDir()
+	cert1, key1, serial1 := writeCertificate(t, dir, "one")
+	cert2, key2, serial2 := writeCertificate(t, dir, "two")
+	withCert := func(cert, key string) string {
+		return strings.Replace(spookyConfig(allRoute, map[string][]string{"app": {b.addr}}),
+			`listen: { address: "127.0.0.1:0" }`,
+			fmt.Sprintf(`listen: { address: "127.0.0.1:0", tls: { cert: %q, key: %q } }`, cert, key), 1)
+	}
+	r := startReloadable(t, withCert(cert1, key1))
+	addr := strings.TrimPrefix(r.url, "https://")
+	dial := func() (*quic.Conn, string) {
+		t.Helper()
+		conn, err := quic.DialAddr(context.Background(), addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{http3.NextProtoH3}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.CloseWithError(0, "") })
+		return conn, conn.ConnectionState().TLS.PeerCertificates[0].SerialNumber.String()
+	}
+	old, got := dial()
+	if got != serial1 {
+		t.Fatalf("first handshake got serial %s, want %s", got, serial1)
+	}
+	if err := r.reload(withCert(cert2, key2)); err != nil {
+		t.Fatal(err)
+	}
+	if _, got := dial(); got != serial2 {
+		t.Fatalf("handshake after the reload got serial %s, want the new %s", got, serial2)
+	}
+	req, _ := http.NewRequest(http.MethodGet, r.url+"/", nil)
+	resp, err := (&http3.Transport{}).NewClientConn(old).RoundTrip(req)
+	if err != nil {
+		t.Fatalf("the connection made before the reload: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
 }

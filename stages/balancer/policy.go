@@ -149,7 +149,7 @@ type LeastRequest struct{}
 
 // Pick returns the less loaded of two random usable endpoints.
 func (LeastRequest) Pick(eps []*upstream.Endpoint, p *Pick) *upstream.Endpoint {
-	return p2c(eps, p, load)
+	return p2c(eps, p, func(ep *upstream.Endpoint, _ int64) float64 { return load(ep) })
 }
 
 // PeakEWMA is Finagle's peak EWMA: of two random usable endpoints it picks
@@ -174,9 +174,9 @@ func (PeakEWMA) Pick(eps []*upstream.Endpoint, p *Pick) *upstream.Endpoint {
 // latency yet finite, so two such endpoints still compare by load.
 const unmeasuredLatency = float64(math.MaxInt64 >> 16)
 
-// latencyCost is PeakEWMA's cost of sending ep one more request.
-func latencyCost(ep *upstream.Endpoint) float64 {
-	latency := ep.EWMA()
+// latencyCost is PeakEWMA's cost of sending ep one more request at now.
+func latencyCost(ep *upstream.Endpoint, now int64) float64 {
+	latency := ep.EWMAAt(now)
 	if latency == 0 {
 		latency = unmeasuredLatency
 	}
@@ -232,7 +232,7 @@ func draw(eps []*upstream.Endpoint, p *Pick, share func(*upstream.Endpoint) uint
 // good as the cheapest of all without every picker herding onto the same
 // endpoint before its load shows. With one usable endpoint it returns that
 // one, with none nil.
-func p2c(eps []*upstream.Endpoint, p *Pick, cost func(*upstream.Endpoint) float64) *upstream.Endpoint {
+func p2c(eps []*upstream.Endpoint, p *Pick, cost func(ep *upstream.Endpoint, now int64) float64) *upstream.Endpoint {
 	rnd := newRandoms()
 	a, b := twoUsable(eps, p, &rnd)
 	if b == nil {
@@ -240,7 +240,7 @@ func p2c(eps []*upstream.Endpoint, p *Pick, cost func(*upstream.Endpoint) float6
 	}
 	// The coin also keeps a, which tends to sit earlier in eps when most
 	// endpoints are down, from winning every tie.
-	if ca, cb := cost(a), cost(b); cb < ca || cb == ca && rnd.below(2) == 0 {
+	if ca, cb := cost(a, p.Now), cost(b, p.Now); cb < ca || cb == ca && rnd.below(2) == 0 {
 		return b
 	}
 	return a

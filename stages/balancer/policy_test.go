@@ -461,3 +461,24 @@ func TestPoliciesAreSafeForConcurrentUse(t *testing.T) {
 		})
 	}
 }
+
+// TestPeakEWMAProbesASlowEndpointAgainAfterAWhile: an endpoint that lost
+// every comparison gets no samples; its estimate decays until it is tried
+// again, so a recovered endpoint is not shunned forever.
+func TestPeakEWMAProbesASlowEndpointAgainAfterAWhile(t *testing.T) {
+	eps := newPool(1, 1)
+	pol := newPolicy(t, "peak_ewma", eps)
+	now := time.Now().UnixNano()
+	measure(eps[0], now, time.Millisecond)
+	measure(eps[1], now, 100*time.Millisecond)
+	for range 20 {
+		if ep := pol.Pick(eps, &Pick{Now: now}); ep != eps[0] {
+			t.Fatal("the slow endpoint was picked while its sample was fresh")
+		}
+	}
+	later := now + int64(time.Minute)
+	measure(eps[0], later, time.Millisecond) // the fast one kept getting traffic
+	if ep := pol.Pick(eps, &Pick{Now: later}); ep != eps[1] {
+		t.Fatal("a minute on, the endpoint with the stale slow sample was not probed")
+	}
+}

@@ -141,6 +141,21 @@ func (ep *Endpoint) EWMA() float64 {
 	return math.Float64frombits(ep.ewmaNanos.Load())
 }
 
+// EWMAAt is the latency estimate at now (unix ns), decayed by the time
+// since the last sample, as Finagle's peak EWMA does: an endpoint that gets
+// no traffic because it looked slow looks cheaper as time passes, until it
+// is sent a request whose latency tells the truth again. Within a second of
+// a sample the estimate is returned as it is, which spares the common case
+// the exponential.
+func (ep *Endpoint) EWMAAt(now int64) float64 {
+	v := ep.EWMA()
+	elapsed := now - ep.ewmaStamp.Load()
+	if v == 0 || elapsed <= int64(time.Second) {
+		return v
+	}
+	return v * math.Exp(-float64(elapsed)/float64(decay))
+}
+
 // End records the outcome of a request begun with Begin. failed means a
 // 5xx, a connect error or a reset; it feeds outlier detection.
 func (ep *Endpoint) End(now int64, latency time.Duration, failed bool) {

@@ -152,3 +152,15 @@ func TestEWMAIsPeakSensitiveAndDecays(t *testing.T) {
 		t.Fatalf("did not decay: %v", ep.EWMA())
 	}
 }
+
+func TestEWMAAtDecaysWithoutTraffic(t *testing.T) {
+	ep := NewEndpoint("a:1", 1, 0, 0)
+	now := time.Now().UnixNano()
+	ep.observeLatency(now, float64(100*time.Millisecond))
+	if got := ep.EWMAAt(now + int64(500*time.Millisecond)); got != float64(100*time.Millisecond) {
+		t.Fatalf("decayed within a second: %v", got)
+	}
+	if got := ep.EWMAAt(now + int64(30*time.Second)); got > float64(10*time.Millisecond) || got <= 0 {
+		t.Fatalf("after 30 s without traffic the estimate is %v", got)
+	}
+}
