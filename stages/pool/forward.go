@@ -180,14 +180,14 @@ func outbound(ctx context.Context, e *envelope.Envelope, scheme string) *http.Re
 		// An empty value stops the transport from adding its own.
 		in.Header["User-Agent"] = []string{""}
 	}
-	body := e.UpstreamBody()
-	if in.ContentLength == 0 || in.Body == nil || in.ContentLength < 0 && bodiless(in.Method) {
-		// For a server request 0 means no body, but for a client
-		// request with a Body it means "unknown". quic-go reports -1
-		// for every request without Content-Length, GETs included;
-		// sending those upstream as "unknown length" would cost an
-		// empty DATA frame and a second write per request.
-		body = http.NoBody
+	// For a server request ContentLength 0 means no body, but for a
+	// client request with a Body it means "unknown". quic-go reports -1
+	// for every request without Content-Length, GETs included; sending
+	// those upstream as "unknown length" would cost an empty DATA frame
+	// and a second write per request.
+	var body io.ReadCloser = http.NoBody
+	if in.ContentLength != 0 && in.Body != nil && !(in.ContentLength < 0 && bodiless(in.Method)) {
+		body = e.UpstreamBody()
 	}
 	out := &http.Request{
 		Method:        in.Method,
