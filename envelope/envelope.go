@@ -45,11 +45,13 @@ type Envelope struct {
 	ResponseStarted bool // response headers went to the client
 	Aborted         bool // the response was cut short; the client's stream must be reset
 
-	body     *trackedBody
-	cancel   context.CancelFunc
-	done     chan struct{}
-	finished atomic.Bool
-	released bool
+	body      *trackedBody
+	tryOpen   bool            // BeginTry was called and EndTry not yet
+	retryHeld *upstream.Group // whose retry budget this envelope holds a place in
+	cancel    context.CancelFunc
+	done      chan struct{}
+	finished  atomic.Bool
+	released  bool
 }
 
 // StatusClientClosed is the status recorded, never sent, for a request
@@ -112,6 +114,11 @@ func (e *Envelope) Finish(status int, err error) bool {
 	if !e.finished.CompareAndSwap(false, true) {
 		return false
 	}
+	if e.tryOpen || e.retryHeld != nil {
+		// Finished by someone other than the pool (expired in a queue,
+		// a stage panic, a final sweep): the try still ends.
+		e.EndTry(time.Now().UnixNano(), 0, false)
+	}
 	e.Status, e.Err = status, err
 	switch {
 	case err == nil:
@@ -123,6 +130,32 @@ func (e *Envelope) Finish(status int, err error) bool {
 	e.done <- struct{}{}
 	return true
 }
+
+// BeginTry starts a try on ep: ep counts the request as in flight until
+// EndTry, which the pool calls when the exchange ends and Finish calls if
+// nobody did.
+func (e *Envelope) BeginTry(ep *upstream.Endpoint) {
+	ep.Begin()
+	e.Endpoint, e.tryOpen = ep, true
+	e.Attempt++
+}
+
+// EndTry records how the current try went, once per BeginTry, and gives
+// back the retry-budget place held for it, if any.
+func (e *Envelope) EndTry(now int64, latency time.Duration, failed bool) {
+	if e.tryOpen {
+		e.tryOpen = false
+		e.Endpoint.End(now, latency, failed)
+	}
+	if e.retryHeld != nil {
+		e.retryHeld.ReleaseRetry()
+		e.retryHeld = nil
+	}
+}
+
+// HoldRetry records that e holds a place in g's retry budget, given back
+// when its next try ends or it is finished.
+func (e *Envelope) HoldRetry(g *upstream.Group) { e.retryHeld = g }
 
 // Finished reports whether Finish has been called.
 func (e *Envelope) Finished() bool { return e.finished.Load() }

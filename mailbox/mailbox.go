@@ -305,6 +305,23 @@ func (m *Mailbox[T, C]) Receive(ctx context.Context) (Message[T, C], error) {
 	}
 }
 
+// TryReceive takes the oldest data message if there is one, without
+// waiting; control messages are left alone. It serves the final sweep of a
+// stage that has stopped for good.
+func (m *Mailbox[T, C]) TryReceive() (T, bool) {
+	m.mu.Lock()
+	if m.n == 0 {
+		m.mu.Unlock()
+		var zero T
+		return zero, false
+	}
+	v := m.popLocked()
+	admitted := m.admitLocked()
+	m.mu.Unlock()
+	admitted.wakeAll()
+	return v, true
+}
+
 func (m *Mailbox[T, C]) tryControl() (C, bool) {
 	select {
 	case c := <-m.control:

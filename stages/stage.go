@@ -66,6 +66,7 @@ var (
 	ErrTimeout      = errors.New("route timeout")
 	ErrClientClosed = errors.New("client closed request")
 	ErrStagePanic   = errors.New("internal error while handling the request")
+	ErrStopped      = errors.New("proxy shutting down")
 )
 
 // StatusClientClosed is the status recorded, never sent, for a request
@@ -128,6 +129,20 @@ func (p *Pipe) Tune(s config.Stage) {
 	defer p.mu.Unlock()
 	p.want = s.Workers
 	p.resizeLocked()
+}
+
+// Stopped finishes every envelope still queued: the stage has stopped for
+// good and nobody would serve them (supervisor.Stopper).
+func (p *Pipe) Stopped() {
+	for {
+		e, ok := p.Inbox.TryReceive()
+		if !ok {
+			return
+		}
+		if !FinishExpired(e) {
+			e.Finish(http.StatusServiceUnavailable, ErrStopped)
+		}
+	}
 }
 
 func (p *Pipe) resizeLocked() {

@@ -2,6 +2,7 @@ package stages_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"sync/atomic"
 	"testing"
@@ -14,11 +15,11 @@ import (
 
 // pipeStage is a stage as the daemon runs one: a Pipe under a supervisor.
 type pipeStage struct {
-	pipe *stages.Pipe
-	h    stages.Handler
+	*stages.Pipe
+	h stages.Handler
 }
 
-func (s pipeStage) Serve(ctx context.Context) error { return s.pipe.Run(ctx, s.h) }
+func (s pipeStage) Serve(ctx context.Context) error { return s.Run(ctx, s.h) }
 
 // TestSupervisedStagePanicLosesNothing: the envelope a panicking worker
 // held gets 502, the supervisor restarts the stage after its backoff, and
@@ -60,5 +61,36 @@ func TestSupervisedStagePanicLosesNothing(t *testing.T) {
 	}
 	if st := sup.Statuses()[0]; st.Restarts != 1 || st.State != supervisor.StateRunning || st.LastError == "" {
 		t.Fatalf("status %+v", st)
+	}
+}
+
+// TestEscalatedStageFinishesItsQueue: a stage that panics on every
+// envelope escalates; the envelopes still queued for it are then finished
+// with 503 rather than left waiting for a stage that will not come back.
+func TestEscalatedStageFinishesItsQueue(t *testing.T) {
+	es := newEnvs(t)
+	mb := newMailbox(16)
+	h := newHandler()
+	h.handle = func(e *envelope.Envelope) { panic("always") }
+	var sup supervisor.Supervisor
+	sup.Add(supervisor.Spec{Name: "stage", Service: pipeStage{stages.NewPipe(mb, 1), h}, Backoff: time.Millisecond, Intensity: 2})
+	queued := make([]*envelope.Envelope, 8)
+	for i := range queued {
+		queued[i] = es.get(context.Background())
+		if err := mb.Send(context.Background(), queued[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := sup.Serve(context.Background())
+	if !errors.Is(err, supervisor.ErrEscalated) {
+		t.Fatalf("Serve = %v, want escalation", err)
+	}
+	counts := map[int]int{}
+	for _, e := range queued {
+		recv(t, e.Done(), "every queued envelope to be finished")
+		counts[e.Status]++
+	}
+	if counts[http.StatusBadGateway] != 3 || counts[http.StatusServiceUnavailable] != 5 {
+		t.Fatalf("statuses %v; want 3 × 502 (one per failure) and the rest 503", counts)
 	}
 }

@@ -26,6 +26,14 @@ type Service interface {
 	Serve(ctx context.Context) error
 }
 
+// Stopper is implemented by a Service that has something to do once it has
+// stopped for good (escalated, told not to restart, or the supervisor is
+// stopping), never between restarts: a stage finishes the work still
+// queued for it, which nobody would serve any more.
+type Stopper interface {
+	Stopped()
+}
+
 // ErrDoNotRestart, returned (or wrapped) by Serve, stops the stage for good
 // without counting as a failure.
 var ErrDoNotRestart = errors.New("supervisor: do not restart")
@@ -89,7 +97,10 @@ type Event struct {
 	Stage    string
 	Err      error         // the failure
 	Restarts int           // restarts so far, this one included
-	Backoff  time.Duration // wait before the restart; 0 when not restarting
+	Backoff  time.Duration // wait before the restart
+	// Escalated is set when the stage failed once too often and will not
+	// be restarted; Serve is about to return ErrEscalated.
+	Escalated bool
 }
 
 // Supervisor runs a set of stages. Fields must be set before Serve.
@@ -150,6 +161,9 @@ func (s *Supervisor) Serve(ctx context.Context) error {
 
 // run keeps one stage going; it returns an error only on escalation.
 func (s *Supervisor) run(ctx context.Context, spec Spec) error {
+	if st, ok := spec.Service.(Stopper); ok {
+		defer st.Stopped()
+	}
 	var failures []time.Time
 	backoff := spec.Backoff
 	for {
@@ -171,7 +185,7 @@ func (s *Supervisor) run(ctx context.Context, spec Spec) error {
 		}
 		if len(failures) > spec.Intensity {
 			s.setState(spec.Name, StateEscalated, err, false)
-			s.report(Event{Stage: spec.Name, Err: err, Restarts: s.restarts(spec.Name)})
+			s.report(Event{Stage: spec.Name, Err: err, Restarts: s.restarts(spec.Name), Escalated: true})
 			return fmt.Errorf("%w: stage %s failed %d times in %s: %w", ErrEscalated, spec.Name, len(failures), spec.Period, err)
 		}
 		s.setState(spec.Name, StateBackoff, err, true)

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"time"
 
 	"spooky/config"
 	"spooky/stages"
@@ -27,14 +29,21 @@ type daemon struct {
 	pool       *pool.Pool
 	telemetry  *telemetry.Telemetry
 	control    *control.Control
+	escalated  chan error // a stage gave up; the daemon must exit
 }
 
 // newDaemon builds every stage and binds the client socket; nothing serves
 // until run.
 func newDaemon(configPath string, cfg *config.Config, log *slog.Logger) (*daemon, error) {
-	d := &daemon{cfg: cfg, log: log}
+	d := &daemon{cfg: cfg, log: log, escalated: make(chan error, 1)}
 	d.supervisor = &supervisor.Supervisor{OnEvent: func(e supervisor.Event) {
 		log.Error("stage failed", "stage", e.Stage, "restarts", e.Restarts, "backoff", e.Backoff, "err", e.Err)
+		if e.Escalated {
+			select {
+			case d.escalated <- fmt.Errorf("stage %s: %w: %w", e.Stage, supervisor.ErrEscalated, e.Err):
+			default:
+			}
+		}
 	}}
 	routerBox := stages.NewMailbox(cfg.Stages.Router)
 	balancerBox := stages.NewMailbox(cfg.Stages.Balancer)
@@ -86,7 +95,9 @@ func newDaemon(configPath string, cfg *config.Config, log *slog.Logger) (*daemon
 
 // run serves until ctx ends, then drains: the listener stops taking requests
 // and waits for those in flight (up to listen.drain_timeout) before the other
-// stages stop. It returns an error only when a stage escalated.
+// stages stop. It returns an error only when a stage escalated; then it
+// waits at most the drain timeout for the others to stop, since a request
+// that needed the failed stage may never finish.
 func (d *daemon) run(ctx context.Context) error {
 	stagesCtx, stopStages := context.WithCancel(context.Background())
 	defer stopStages()
@@ -96,8 +107,9 @@ func (d *daemon) run(ctx context.Context) error {
 	var err error
 	select {
 	case <-ctx.Done():
-		d.log.Info("draining", "timeout", d.cfg.Listen.DrainTimeout)
-		drainCtx, cancel := context.WithTimeout(context.Background(), d.cfg.Listen.DrainTimeout)
+		timeout := d.listener.DrainTimeout()
+		d.log.Info("draining", "timeout", timeout)
+		drainCtx, cancel := context.WithTimeout(context.Background(), timeout)
 		if err := d.listener.Drain(drainCtx); err != nil {
 			d.log.Warn("drain cut short", "err", err)
 		}
@@ -105,6 +117,14 @@ func (d *daemon) run(ctx context.Context) error {
 		stopStages()
 		err = <-served
 	case err = <-served:
+	case err = <-d.escalated:
+		stopStages()
+		select {
+		case <-served:
+		case <-time.After(d.listener.DrainTimeout()):
+			d.log.Error("stages still stopping after the drain timeout; exiting anyway")
+			return err
+		}
 	}
 	d.pool.Close()
 	d.listener.Close()

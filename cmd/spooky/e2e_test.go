@@ -25,6 +25,7 @@ import (
 
 	"spooky/bench/backend"
 	"spooky/config"
+	"spooky/supervisor"
 )
 
 // testBackend is an in-process h2c backend serving the demo handlers.
@@ -460,5 +461,41 @@ func TestOverloadShedsWithRetryAfter(t *testing.T) {
 		if s.Name == "router" && s.Mailbox.Dropped == 0 {
 			t.Error("the router's mailbox counted no refused send")
 		}
+	}
+}
+
+// faultyStage fails every time it is started.
+type faultyStage struct{}
+
+func (faultyStage) Serve(context.Context) error { panic("faulty stage") }
+
+// TestEscalationStopsTheDaemon: a stage that keeps failing makes run
+// return the escalation (exit code 3 in main) within the restart backoffs
+// and the drain timeout, even with requests in flight.
+func TestEscalationStopsTheDaemon(t *testing.T) {
+	b := startBackend(t, "b1")
+	doc := strings.Replace(spookyConfig(allRoute, map[string][]string{"app": {b.addr}}),
+		`listen: { address: "127.0.0.1:0" }`, `listen: { address: "127.0.0.1:0", drain_timeout: 1s }`, 1)
+	path := writeConfig(t, doc)
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := newDaemon(path, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.supervisor.Add(supervisor.Spec{Name: "faulty", Service: faultyStage{}, Backoff: time.Millisecond, Intensity: 2})
+	done := make(chan error, 1)
+	go func() { done <- d.run(context.Background()) }()
+	c := h3Client(t)
+	go c.Get("https://" + d.listener.Addr().String() + "/slow?d=10s")
+	select {
+	case err := <-done:
+		if !errors.Is(err, supervisor.ErrEscalated) {
+			t.Fatalf("run = %v, want the escalation", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the daemon did not stop after a stage escalated")
 	}
 }

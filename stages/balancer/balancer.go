@@ -165,12 +165,8 @@ func (b *Balancer) Handle(e *envelope.Envelope) {
 		e.Finish(http.StatusServiceUnavailable, &NoEndpointError{Group: g.live.Name})
 		return
 	}
-	ep.Begin()
-	e.Endpoint = ep
-	e.Attempt++
-	if !stages.Forward(b.pool, e) {
-		ep.End(time.Now().UnixNano(), 0, false)
-	}
+	e.BeginTry(ep)
+	stages.Forward(b.pool, e)
 }
 
 // atLimit reports whether any endpoint of g was left out by its breaker.

@@ -48,7 +48,7 @@ func pick(t *testing.T, b *Balancer, out *stages.Mailbox, cfg *config.Config, tr
 	b.Handle(e)
 	msg, _ := out.Receive(context.Background())
 	addr := msg.Data.Endpoint.Address
-	e.Endpoint.End(time.Now().UnixNano(), time.Millisecond, false)
+	e.EndTry(time.Now().UnixNano(), time.Millisecond, false)
 	e.Finish(200, nil)
 	<-e.Done()
 	e.Release()

@@ -176,6 +176,9 @@ func (l *Listener) SendControl(_ context.Context, c stages.Control) error {
 	return nil
 }
 
+// DrainTimeout is listen.drain_timeout as last configured.
+func (l *Listener) DrainTimeout() time.Duration { return time.Duration(l.drain.Load()) }
+
 // isDevCertificate reports whether cert is one DevCertificate made; a reload
 // that still has no listen.tls keeps it rather than make another.
 func isDevCertificate(cert *tls.Certificate) bool {

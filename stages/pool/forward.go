@@ -18,6 +18,7 @@ import (
 
 	"spooky/envelope"
 	"spooky/stages"
+	"spooky/stages/upstream"
 )
 
 // Errors that end a request at the pool. Their text is what the client reads.
@@ -49,15 +50,12 @@ func (p *Pool) Handle(e *envelope.Envelope) {
 		// longer) applied.
 		t = try{status: http.StatusServiceUnavailable, err: ErrNoEndpoint}
 	} else {
-		t = forward(e, c, ec)
-	}
-	if e.Attempt > 1 {
-		ep.Group().ReleaseRetry()
+		t = p.forward(e, c, ec)
 	}
 	// A client that went away is not the endpoint's fault, whatever the
 	// try's error says; a route timeout is (the endpoint was slow).
 	failed := t.upstreamFailed() && !errors.Is(e.Ctx.Err(), context.Canceled)
-	ep.End(time.Now().UnixNano(), time.Since(start), failed)
+	e.EndTry(time.Now().UnixNano(), time.Since(start), failed)
 	if p.retry(e, t) {
 		return
 	}
@@ -76,6 +74,12 @@ type try struct {
 	err    error
 	// condition names the failure as routes[].retries.on does, or is "".
 	condition string
+	// answered is the upstream's status when its response was held back
+	// for a retry.
+	answered int
+	// retry, when set, is the group whose retry budget a place was taken
+	// in for this try's retry.
+	retry *upstream.Group
 }
 
 // upstreamFailed reports whether the endpoint is to blame, for outlier
@@ -83,32 +87,47 @@ type try struct {
 // client that went away (499) is not its fault, nor is a pool that no
 // longer has the endpoint.
 func (t try) upstreamFailed() bool {
+	if t.answered != 0 {
+		return t.answered >= 500
+	}
 	return t.status >= 500 && !errors.Is(t.err, ErrNoEndpoint)
 }
 
-// retry sends e back to the balancer if t may be retried: the route allows
-// another try for t's condition, nothing of the response went to the
-// client, the request can be sent again, the deadline has not passed and
-// the group's retry budget has room. It reports whether it did.
-func (p *Pool) retry(e *envelope.Envelope, t try) bool {
+// acquireRetry reports whether a try that failed with condition may be
+// retried, and if so takes a place in the group's retry budget for it: the
+// route allows another try for the condition, nothing of the response went
+// to the client, the request can be sent again, the deadline has not
+// passed and the budget has room. It returns the group, or nil.
+func (p *Pool) acquireRetry(e *envelope.Envelope, condition string) *upstream.Group {
 	r := &e.Route.Retries
-	if t.condition == "" || e.Attempt >= r.Attempts || e.ResponseStarted || e.Ctx.Err() != nil ||
-		!slices.Contains(r.On, t.condition) || !replayable(e, t.condition) {
-		return false
+	if condition == "" || e.Attempt >= r.Attempts || e.ResponseStarted || e.Ctx.Err() != nil ||
+		!slices.Contains(r.On, condition) || !replayable(e, condition) {
+		return nil
 	}
 	g := e.Endpoint.Group()
-	if !g.AcquireRetry() {
-		return false
+	if g == nil || !g.AcquireRetry() {
+		return nil
 	}
+	return g
+}
+
+// retry sends e back to the balancer for another endpoint when t may be
+// retried. It reports whether it did; if it did not, e is the caller's to
+// finish.
+func (p *Pool) retry(e *envelope.Envelope, t try) bool {
+	g := t.retry
+	if g == nil {
+		if g = p.acquireRetry(e, t.condition); g == nil {
+			return false
+		}
+	}
+	e.HoldRetry(g)
 	e.Tried |= 1 << (uint(e.Endpoint.Index) % 64)
 	e.Endpoint = nil
 	// Never wait on the balancer: it may be waiting on this stage's
-	// mailbox, and a full mailbox means retrying would only add load.
-	if !p.balancer.TrySend(e) {
-		g.ReleaseRetry()
-		return false
-	}
-	return true
+	// mailbox, and a full mailbox means retrying would only add load. The
+	// place held in the budget is given back when e is finished.
+	return p.balancer.TrySend(e)
 }
 
 // replayable reports whether e's request may go to another endpoint after
@@ -132,7 +151,7 @@ func replayable(e *envelope.Envelope, condition string) bool {
 }
 
 // forward does one try.
-func forward(e *envelope.Envelope, c *connector, ec *endpointConns) try {
+func (p *Pool) forward(e *envelope.Envelope, c *connector, ec *endpointConns) try {
 	cc, err := ec.get(e.Ctx, c)
 	switch {
 	case errors.Is(err, ErrNoEndpoint):
@@ -143,28 +162,45 @@ func forward(e *envelope.Envelope, c *connector, ec *endpointConns) try {
 		// The end of e.Ctx, which Handle sees to.
 		return try{status: http.StatusBadGateway, err: err}
 	}
+	// The per-try timeout bounds the wait for the response headers only:
+	// it cancels the try's context while waiting and is stopped as soon as
+	// the headers are in, so a long body is never cut by it.
 	ctx := e.Ctx
+	var perTry *time.Timer
 	if d := e.Route.Retries.PerTryTimeout; d > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, d)
+		ctx, cancel = context.WithCancel(ctx)
 		defer cancel()
+		perTry = time.AfterFunc(d, cancel)
 	}
 	resp, err := cc.RoundTrip(outbound(ctx, e, c.scheme))
-	if err != nil {
-		if ctx.Err() != nil && e.Ctx.Err() == nil {
-			return try{status: http.StatusGatewayTimeout, err: stages.ErrTimeout, condition: "504"}
+	if perTry != nil && !perTry.Stop() && e.Ctx.Err() == nil {
+		if err == nil {
+			resp.Body.Close()
 		}
+		return try{status: http.StatusGatewayTimeout, err: stages.ErrTimeout, condition: "504"}
+	}
+	if err != nil {
 		return roundTripError(err)
 	}
 	// Closing the body before e is finished cancels the upstream stream if
 	// it is still open and waits until the transport is done with the
 	// request, whose body and trailers belong to e.
 	defer resp.Body.Close()
-	if e.Attempt < e.Route.Retries.Attempts && slices.Contains(e.Route.Retries.On, strconv.Itoa(resp.StatusCode)) {
+	if resp.StatusCode < 200 || resp.StatusCode > 999 {
+		// x/net only checks that :status is a number; a response writer
+		// panics on one outside 100-999, and a final 1xx is malformed.
+		return try{status: http.StatusBadGateway, err: ErrProtocol}
+	}
+	if e.Attempt < e.Route.Retries.Attempts {
 		// A status the route retries on: hold the response back, so the
-		// next try can still answer. If no retry happens after all, the
-		// client gets a short gateway error in its place.
-		return try{status: http.StatusBadGateway, err: fmt.Errorf("upstream answered %d", resp.StatusCode), condition: strconv.Itoa(resp.StatusCode)}
+		// next try can still answer, if a retry is possible at all. If
+		// it is not, the client gets the upstream's own answer.
+		cond := strconv.Itoa(resp.StatusCode)
+		if g := p.acquireRetry(e, cond); g != nil {
+			return try{status: http.StatusBadGateway, err: fmt.Errorf("upstream answered %d", resp.StatusCode),
+				condition: cond, answered: resp.StatusCode, retry: g}
+		}
 	}
 	status, err := respond(e, resp)
 	return try{status: status, err: err}

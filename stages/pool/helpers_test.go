@@ -263,8 +263,7 @@ func newEnvelope(ctx context.Context, endpoint string, req *http.Request) *envel
 	e.Request = req
 	e.Writer = httptest.NewRecorder()
 	e.Route = &config.Route{Upstream: "g"}
-	e.Endpoint = upstream.NewEndpoint(endpoint, 1, 0, 0)
-	e.Endpoint.Begin()
+	e.BeginTry(upstream.NewEndpoint(endpoint, 1, 0, 0))
 	return e
 }
 

@@ -30,7 +30,7 @@ type Pool struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	// draining holds endpoints a reload removed, by address, while they
+	// draining holds endpoints a reload removed, by drainKey, while they
 	// still take requests for retireAfter (default defaultRetireAfter).
 	draining    sync.Map
 	retireAfter time.Duration
@@ -198,9 +198,11 @@ func (p *Pool) apply(cfg *config.Config) error {
 	p.current.Store(next)
 
 	if old != nil {
-		for c, ec := range old.all() {
-			if !kept[ec] {
-				p.drain(c, ec)
+		for name, g := range old.groups {
+			for _, ec := range g.endpoints {
+				if !kept[ec] {
+					p.drain(name, g.connector, ec)
+				}
 			}
 		}
 	}
@@ -220,19 +222,29 @@ type drainingEndpoint struct {
 	conns     *endpointConns
 }
 
-// drain keeps ec reachable for retireAfter, then retires it. The timer is
-// not waited for by Serve; Close retires whatever is still draining.
-func (p *Pool) drain(c *connector, ec *endpointConns) {
+// drain keeps ec, of group, reachable for retireAfter, then retires it. The
+// timer is not waited for by Serve; Close retires whatever is still
+// draining.
+func (p *Pool) drain(group string, c *connector, ec *endpointConns) {
 	d := &drainingEndpoint{connector: c, conns: ec}
-	p.draining.Store(ec.addr, d)
+	key := drainKey{group, ec.addr}
+	if prev, ok := p.draining.Swap(key, d); ok {
+		// Removed, added back and removed again within retireAfter:
+		// the earlier one goes now.
+		p.retire(prev.(*drainingEndpoint).conns)
+	}
 	time.AfterFunc(p.retireAfter, func() {
 		p.mu.Lock()
 		defer p.mu.Unlock()
-		if p.draining.CompareAndDelete(ec.addr, d) && !p.closed {
+		if p.draining.CompareAndDelete(key, d) && !p.closed {
 			p.retire(ec)
 		}
 	})
 }
+
+// drainKey names a draining endpoint: the same address may be in several
+// groups, each with its own connector.
+type drainKey struct{ group, address string }
 
 // lookup finds the connections for address in group, or in the endpoints
 // a reload removed moments ago.
@@ -242,7 +254,7 @@ func (p *Pool) lookup(group, address string) (*connector, *endpointConns) {
 			return g.connector, ec
 		}
 	}
-	if d, ok := p.draining.Load(address); ok {
+	if d, ok := p.draining.Load(drainKey{group, address}); ok {
 		d := d.(*drainingEndpoint)
 		return d.connector, d.conns
 	}

@@ -502,3 +502,72 @@ func TestClientGoingAwayIsNotAnUpstreamFailure(t *testing.T) {
 		t.Fatalf("endpoint after a client cancel: %+v", st)
 	}
 }
+
+// TestStatusOutOfRangeIsAProtocolError: x/net accepts any number as
+// :status; one no response writer takes must be a 502, not a stage panic.
+func TestStatusOutOfRangeIsAProtocolError(t *testing.T) {
+	for _, status := range []string{"99", "1000"} {
+		b := startRawH2C(t, []hpack.HeaderField{{Name: ":status", Value: status}}, "x")
+		p := newPool(t, testConfig(h2cGroup("g", b.addr)))
+		if r := get(t, p, b.addr, "/"); r.status != http.StatusBadGateway || !errors.Is(r.err, ErrProtocol) {
+			t.Errorf(":status %s: finished with %d, %v", status, r.status, r.err)
+		}
+	}
+}
+
+// TestExpiredInTheQueueEndsTheTry: an envelope whose client left while it
+// waited in the pool's mailbox never reaches Handle; its try must still
+// end, or the endpoint's in-flight count (and its breaker) leaks.
+func TestExpiredInTheQueueEndsTheTry(t *testing.T) {
+	b := startH2C(t, okHandler, 0)
+	p := newPool(t, testConfig(h2cGroup("g", b.addr)))
+	ctx, cancel := context.WithCancel(context.Background())
+	e := newEnvelope(ctx, b.addr, httptest.NewRequest(http.MethodGet, "/", nil))
+	ep := e.Endpoint
+	if err := p.Inbox.Send(context.Background(), e); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	sctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.Serve(sctx); close(done) }()
+	<-e.Done()
+	stop()
+	<-done
+	e.Release()
+	if n := ep.InFlight(); n != 0 {
+		t.Fatalf("%d in flight after the envelope ended", n)
+	}
+}
+
+// TestPerTryTimeoutBoundsOnlyTheHeaders: a response whose headers come at
+// once streams on past the per-try timeout.
+func TestPerTryTimeoutBoundsOnlyTheHeaders(t *testing.T) {
+	b := startH2C(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		for range 4 {
+			io.WriteString(w, "chunk\n")
+			w.(http.Flusher).Flush()
+			time.Sleep(50 * time.Millisecond)
+		}
+	}), 0)
+	p := newPool(t, testConfig(h2cGroup("g", b.addr)))
+	e := newEnvelope(context.Background(), b.addr, httptest.NewRequest(http.MethodGet, "/", nil))
+	e.Route = &config.Route{Upstream: "g", Timeout: time.Minute, Retries: config.Retries{Attempts: 1, PerTryTimeout: 60 * time.Millisecond}}
+	if r := run(t, p, e); r.aborted || r.err != nil || strings.Count(r.rec.Body.String(), "chunk") != 4 {
+		t.Fatalf("status %d err %v aborted %v body %q", r.status, r.err, r.aborted, r.rec.Body)
+	}
+}
+
+// TestDrainingIsPerGroup: one address in two groups, removed from both in
+// one reload, has both groups' connections retired.
+func TestDrainingIsPerGroup(t *testing.T) {
+	b, other := startH2C(t, okHandler, 0), startH2C(t, okHandler, 0)
+	p := newPool(t, testConfig(h2cGroup("g", b.addr), h2cGroup("h", b.addr)))
+	p.retireAfter = 50 * time.Millisecond
+	p.warm()
+	waitFor(t, "two warm connections", func() bool { return b.accepted.Load() == 2 })
+	p.Control(stages.Reconfigure{Config: testConfig(h2cGroup("g", other.addr), h2cGroup("h", other.addr))})
+	waitFor(t, "both removed connections to close", func() bool { return b.ended.Load() == 2 })
+}
