@@ -260,6 +260,8 @@ func TestInvalidConfigs(t *testing.T) {
 			[]string{"upstreams.app.hash_on", `"header:"`, "want header:NAME, cookie:NAME"}},
 		{"health path without slash", upstream("    health: { path: healthz }\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n"),
 			[]string{"upstreams.app.health.path", `"healthz"`, "want a path starting with /"}},
+		{"health path not a path", upstream("    health: { path: \"/%zz\" }\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n"),
+			[]string{"upstreams.app.health.path", `"/%zz"`, "want a path starting with /"}},
 		{"health expected_status reversed", upstream("    health: { path: /h, expected_status: 399-200 }\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n"),
 			[]string{"upstreams.app.health.expected_status", `"399-200"`, "want a status or range"}},
 		{"max_ejection_percent over 100", upstream("    outlier: { max_ejection_percent: 150 }\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n"),

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"regexp"
 	"slices"
 	"sort"
@@ -452,7 +453,7 @@ func (d *decoder) health(key string, v any) *Health {
 		Healthy:   d.integer(m, key, "healthy", 2, 1),
 		Unhealthy: d.integer(m, key, "unhealthy", 3, 1),
 	}
-	if !strings.HasPrefix(h.Path, "/") {
+	if u, err := url.ParseRequestURI(h.Path); err != nil || !strings.HasPrefix(h.Path, "/") || u.Host != "" {
 		d.fail(key+".path", m["path"], "a path starting with /, such as /healthz")
 	}
 	status := d.str(m, key, "expected_status", "200-399")

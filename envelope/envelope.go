@@ -47,6 +47,7 @@ type Envelope struct {
 
 	body      *trackedBody
 	tryOpen   bool            // BeginTry was called and EndTry not yet
+	repicks   int             // picks the pool could not use, see Repick
 	retryHeld *upstream.Group // whose retry budget this envelope holds a place in
 	cancel    context.CancelFunc
 	done      chan struct{}
@@ -153,6 +154,16 @@ func (e *Envelope) EndTry(now int64, latency time.Duration, failed bool) {
 	}
 }
 
+// Repick undoes a pick the pool could not use (the balancer chose from a
+// config the pool no longer knows, after reloads in quick succession), so
+// that the try does not count as an attempt, and reports whether another
+// pick may be made: at most three, in case the two never agree.
+func (e *Envelope) Repick() bool {
+	e.Attempt--
+	e.repicks++
+	return e.repicks <= 3
+}
+
 // HoldRetry records that e holds a place in g's retry budget, given back
 // when its next try ends or it is finished.
 func (e *Envelope) HoldRetry(g *upstream.Group) { e.retryHeld = g }
@@ -177,19 +188,20 @@ func writeError(w http.ResponseWriter, status int, err error) {
 	fmt.Fprintf(w, "%d %s: %v\n", status, http.StatusText(status), err)
 }
 
-// UpstreamBody returns the request body to hand to the upstream transport:
-// the client's body, with its reads tracked so that ReplaySafe can tell
-// whether a retry could send it again. Close leaves a body that is still
-// replay-safe open, for the retry.
+// UpstreamBody returns the request body to hand to the upstream transport
+// for one try: the client's body, with its reads tracked so that
+// ReplaySafe can tell whether a retry could send it again.
 //
-// The tracker is made fresh for each request, not kept in the pooled
-// envelope, because the HTTP/2 transport may close it from its own goroutine
-// after the exchange, when the envelope may already carry another request.
+// Each try gets its own view, shut when the transport closes it: a try's
+// transport goroutine may outlive the try, and must not read what belongs
+// to the next. The tracker behind the views is made fresh for each
+// request, not kept in the pooled envelope, because the transport may close
+// it after the envelope carries another request.
 func (e *Envelope) UpstreamBody() io.ReadCloser {
 	if e.body == nil {
 		e.body = &trackedBody{src: e.Request.Body}
 	}
-	return e.body
+	return &tryBody{shared: e.body}
 }
 
 // ReplaySafe reports whether the request body can be sent again: no byte of
@@ -197,14 +209,13 @@ func (e *Envelope) UpstreamBody() io.ReadCloser {
 func (e *Envelope) ReplaySafe() bool { return e.body == nil || e.body.replaySafe() }
 
 // trackedBody counts what the upstream transport read of a request body.
-// The transport reads from its own goroutine, hence the lock; Read holds it
-// while it waits, so that Close, which first closes the source to wake that
-// Read, returns only once the Read has, and nothing touches the envelope
-// after the transport is done with it.
+// The transport reads from its own goroutine, hence the lock; a read holds
+// it while it waits, so that a close, which first closes the source to wake
+// that read, returns only once the read has: after that nothing reads.
 type trackedBody struct {
 	mu      sync.Mutex
 	src     io.ReadCloser
-	closed  bool
+	srcShut bool
 	eof     atomic.Bool
 	read    atomic.Int64
 	reading atomic.Bool
@@ -214,32 +225,49 @@ func (b *trackedBody) replaySafe() bool {
 	return b.read.Load() == 0 && (b.eof.Load() || !b.reading.Load())
 }
 
-func (b *trackedBody) Read(p []byte) (int, error) {
+// tryBody is one try's view of the request body.
+type tryBody struct {
+	shared *trackedBody
+	shut   atomic.Bool
+}
+
+func (t *tryBody) Read(p []byte) (int, error) {
+	b := t.shared
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	// reading is set before shut is looked at, and Close sets shut before
+	// it looks at reading: either Close sees this read and wakes it, or
+	// this read sees the view shut.
+	b.reading.Store(true)
+	defer b.reading.Store(false)
 	switch {
-	case b.closed:
+	case t.shut.Load() || b.srcShut:
 		return 0, io.ErrClosedPipe
 	case b.eof.Load():
 		return 0, io.EOF
 	}
-	b.reading.Store(true)
 	n, err := b.src.Read(p)
 	b.read.Add(int64(n))
 	if err == io.EOF {
 		b.eof.Store(true)
 	}
-	b.reading.Store(false)
 	return n, err
 }
 
-func (b *trackedBody) Close() error {
-	if b.replaySafe() {
-		return nil
+// Close shuts this view. The client's body stays open while it is still
+// replay-safe, for a retry; otherwise it is closed, which also wakes a
+// read waiting on it, and Close returns once that read has.
+func (t *tryBody) Close() error {
+	t.shut.Store(true)
+	b := t.shared
+	var err error
+	if !b.replaySafe() {
+		err = b.src.Close()
 	}
-	err := b.src.Close()
 	b.mu.Lock()
-	b.closed = true
+	if !b.replaySafe() {
+		b.srcShut = true
+	}
 	b.mu.Unlock()
 	return err
 }

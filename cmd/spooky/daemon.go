@@ -63,9 +63,11 @@ func newDaemon(configPath string, cfg *config.Config, log *slog.Logger) (*daemon
 	}
 
 	d.control = control.New(configPath, cfg, log)
-	// Downstream first: the pool dials a new endpoint before the balancer
-	// can pick it, and the balancer drops an old one before the pool does.
-	for _, t := range []control.Target{poolBox, balancerBox, routerBox, d.telemetry.Inbox(), d.listener} {
+	// The listener first: binding a new listen.address is the one step
+	// that can fail, and then nothing else has changed. Then downstream
+	// first: the pool dials a new endpoint before the balancer can pick it,
+	// and the balancer drops an old one before the pool does.
+	for _, t := range []control.Target{d.listener, poolBox, balancerBox, routerBox, d.telemetry.Inbox()} {
 		d.control.AddTarget(t)
 	}
 	d.telemetry.ShowConfig(d.control.Status)

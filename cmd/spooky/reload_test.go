@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -414,5 +415,29 @@ func TestCertificateReload(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 {
 		t.Fatalf("status %d", resp.StatusCode)
+	}
+}
+
+// TestReloadToABusyAddressChangesNothing: a new listen.address that is in
+// use rejects the reload, shown on /debug/config, before any stage applied
+// it: traffic stays on the old upstream too.
+func TestReloadToABusyAddressChangesNothing(t *testing.T) {
+	b1, b2 := startBackend(t, "b1"), startBackend(t, "b2")
+	r := startReloadable(t, spookyConfig(allRoute, map[string][]string{"app": {b1.addr}}))
+	busy, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	doc := strings.Replace(spookyConfig(allRoute, map[string][]string{"app": {b2.addr}}),
+		`listen: { address: "127.0.0.1:0" }`, `listen: { address: "`+busy.LocalAddr().String()+`" }`, 1)
+	if err := r.reload(doc); err == nil {
+		t.Fatal("a reload to a busy address was accepted")
+	}
+	if resp, _ := get(t, h3Client(t), r.url+"/"); resp.Header.Get("X-Backend") != "b1" {
+		t.Fatalf("answered by %q after the rejected reload", resp.Header.Get("X-Backend"))
+	}
+	if status := r.debugConfig(); status["last_result"] != "error" || !strings.Contains(status["last_error"].(string), "listen.address") {
+		t.Fatalf("/debug/config %v", status)
 	}
 }

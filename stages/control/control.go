@@ -176,10 +176,7 @@ func (c *Control) Reload(ctx context.Context) error {
 	}
 	cfg, err := config.Load(c.path)
 	if err != nil {
-		c.mu.Lock()
-		c.status.LastResult, c.status.LastError, c.status.LastErrorAt = "error", err.Error(), time.Now()
-		c.status.ReloadsError++
-		c.mu.Unlock()
+		c.rejected(err)
 		c.log.Error("config rejected; the running config stays", "path", c.path, "err", err)
 		return err
 	}
@@ -189,7 +186,14 @@ func (c *Control) Reload(ctx context.Context) error {
 	for _, t := range c.targets {
 		rc := stages.Reconfigure{Config: cfg, Done: make(chan struct{})}
 		if err := t.SendControl(ctx, rc); err != nil {
-			return fmt.Errorf("control: broadcast: %w", err)
+			// The first target is the listener, whose only way to fail
+			// is a new listen.address it cannot bind: then nothing has
+			// changed anywhere. A later failure is a stage that went
+			// away mid-broadcast (the daemon is stopping).
+			err = fmt.Errorf("control: applying config: %w", err)
+			c.rejected(err)
+			c.log.Error("config not applied", "path", c.path, "err", err)
+			return err
 		}
 		select {
 		case <-rc.Done:
@@ -208,6 +212,14 @@ func (c *Control) Reload(ctx context.Context) error {
 	c.mu.Unlock()
 	c.log.Info("config reloaded", "path", c.path, "version", version, "sha256", sum)
 	return nil
+}
+
+// rejected records a reload that failed.
+func (c *Control) rejected(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.status.LastResult, c.status.LastError, c.status.LastErrorAt = "error", err.Error(), time.Now()
+	c.status.ReloadsError++
 }
 
 func fileSum(path string) string {

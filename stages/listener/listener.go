@@ -141,23 +141,37 @@ func (l *Listener) SendControl(_ context.Context, c stages.Control) error {
 	}
 	defer rc.Applied()
 	cfg := rc.Config
+	// Binding is the step that can fail, so it comes first: a reload that
+	// names an address in use changes nothing at all.
+	var moved *socket
+	if cfg.Listen.Address != l.address() {
+		var err error
+		if moved, err = l.bind(cfg.Listen.Address); err != nil {
+			return err
+		}
+	}
 	if cfg.Listen.TLS != nil || !isDevCertificate(l.cert.Load()) {
 		if err := l.loadCertificate(cfg.Listen.TLS); err != nil {
+			if moved != nil {
+				moved.close()
+			}
 			return err
 		}
 	}
 	l.admission.Store(int64(cfg.Listen.AdmissionWait))
 	l.drain.Store(int64(cfg.Listen.DrainTimeout))
-	if cfg.Listen.Address == l.address() {
-		return nil
+	if moved != nil {
+		l.move(moved, cfg.Listen.Address)
 	}
-	moved, err := l.bind(cfg.Listen.Address)
-	if err != nil {
-		return err
-	}
+	return nil
+}
+
+// move makes moved the socket that takes new connections and lets the old
+// one's connections go on for the drain timeout.
+func (l *Listener) move(moved *socket, address string) {
 	l.mu.Lock()
 	old := l.sock
-	l.sock, l.boundFor = moved, cfg.Listen.Address
+	l.sock, l.boundFor = moved, address
 	l.retired = append(l.retired, old)
 	if l.srv != nil {
 		l.serveLocked(moved)
@@ -173,7 +187,6 @@ func (l *Listener) SendControl(_ context.Context, c stages.Control) error {
 			old.close()
 		}
 	})
-	return nil
 }
 
 // DrainTimeout is listen.drain_timeout as last configured.

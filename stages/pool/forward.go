@@ -44,14 +44,17 @@ func (p *Pool) Handle(e *envelope.Envelope) {
 	ep := e.Endpoint
 	start := time.Now()
 	c, ec := p.lookup(e.Route.Upstream, ep.Address)
-	var t try
 	if ec == nil {
-		// The balancer chose from a config this stage has not (or no
-		// longer) applied.
-		t = try{status: http.StatusServiceUnavailable, err: ErrNoEndpoint}
-	} else {
-		t = p.forward(e, c, ec)
+		// The balancer chose from a config this stage no longer knows:
+		// nothing was sent, so it may pick again.
+		e.EndTry(time.Now().UnixNano(), 0, false)
+		if e.Repick() && p.balancer.TrySend(e) {
+			return
+		}
+		e.Finish(http.StatusServiceUnavailable, ErrNoEndpoint)
+		return
 	}
+	t := p.forward(e, c, ec)
 	// A client that went away is not the endpoint's fault, whatever the
 	// try's error says; a route timeout is (the endpoint was slow).
 	failed := t.upstreamFailed() && !errors.Is(e.Ctx.Err(), context.Canceled)

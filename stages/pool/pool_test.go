@@ -21,6 +21,7 @@ import (
 
 	"spooky/config"
 	"spooky/stages"
+	"spooky/stages/upstream"
 )
 
 func TestForwardGet(t *testing.T) {
@@ -190,12 +191,23 @@ func TestConnectFailed(t *testing.T) {
 	}
 }
 
-func TestUnknownEndpoint(t *testing.T) {
+// TestUnknownEndpointIsPickedAgain: an endpoint the pool does not know
+// (the balancer picked from a config the pool has moved past) goes back to
+// the balancer without counting as an attempt, three times at most; then
+// the client gets 503.
+func TestUnknownEndpointIsPickedAgain(t *testing.T) {
 	b := startH2C(t, http.NotFoundHandler(), 0)
 	p := newPool(t, testConfig(h2cGroup("g", b.addr)))
-
-	r := get(t, p, "127.0.0.1:1", "http://example.com/")
-	if r.status != http.StatusServiceUnavailable || !errors.Is(r.err, ErrNoEndpoint) {
+	e := newEnvelope(context.Background(), "127.0.0.1:1", httptest.NewRequest(http.MethodGet, "http://example.com/", nil))
+	for range 3 {
+		p.Handle(e)
+		msg, err := p.balancer.Receive(context.Background())
+		if err != nil || msg.Data != e || e.Attempt != 0 || e.Finished() {
+			t.Fatalf("not handed back for another pick: %+v, %v, attempt %d", msg, err, e.Attempt)
+		}
+		e.BeginTry(upstream.NewEndpoint("127.0.0.1:1", 1, 0, 0)) // the balancer's pick
+	}
+	if r := run(t, p, e); r.status != http.StatusServiceUnavailable || !errors.Is(r.err, ErrNoEndpoint) {
 		t.Errorf("finished with %d, %v; want 503, %v", r.status, r.err, ErrNoEndpoint)
 	}
 }

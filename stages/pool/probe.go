@@ -14,11 +14,13 @@ func (p *Pool) Probe(ctx context.Context, group, address, path string) (int, err
 	if ec == nil {
 		return 0, ErrNoEndpoint
 	}
-	cc, err := ec.get(ctx, c)
+	// The request is built before a stream is reserved: a reservation must
+	// be followed by a RoundTrip, or it is never given back.
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.scheme+"://"+address+path, nil)
 	if err != nil {
 		return 0, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.scheme+"://"+address+path, nil)
+	cc, err := ec.get(ctx, c)
 	if err != nil {
 		return 0, err
 	}
