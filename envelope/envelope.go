@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -197,11 +198,15 @@ func writeError(w http.ResponseWriter, status int, err error) {
 // to the next. The tracker behind the views is made fresh for each
 // request, not kept in the pooled envelope, because the transport may close
 // it after the envelope carries another request.
-func (e *Envelope) UpstreamBody() io.ReadCloser {
+//
+// trailers is the upstream request's Trailer map: when the client's body
+// ends, the trailers it carried are copied into it, since quic-go only
+// fills Request.Trailer at the end of the body, in a map of its own.
+func (e *Envelope) UpstreamBody(trailers http.Header) io.ReadCloser {
 	if e.body == nil {
 		e.body = &trackedBody{src: e.Request.Body}
 	}
-	return &tryBody{shared: e.body}
+	return &tryBody{shared: e.body, req: e.Request, trailers: trailers}
 }
 
 // ReplaySafe reports whether the request body can be sent again: no byte of
@@ -227,8 +232,10 @@ func (b *trackedBody) replaySafe() bool {
 
 // tryBody is one try's view of the request body.
 type tryBody struct {
-	shared *trackedBody
-	shut   atomic.Bool
+	shared   *trackedBody
+	shut     atomic.Bool
+	req      *http.Request
+	trailers http.Header
 }
 
 func (t *tryBody) Read(p []byte) (int, error) {
@@ -250,6 +257,10 @@ func (t *tryBody) Read(p []byte) (int, error) {
 	b.read.Add(int64(n))
 	if err == io.EOF {
 		b.eof.Store(true)
+		// The body's reader set the trailers, on this goroutine.
+		if t.trailers != nil {
+			maps.Copy(t.trailers, t.req.Trailer)
+		}
 	}
 	return n, err
 }

@@ -499,3 +499,29 @@ func TestEscalationStopsTheDaemon(t *testing.T) {
 		t.Fatal("the daemon did not stop after a stage escalated")
 	}
 }
+
+// TestRequestTrailersArrive: a client's request trailers (announced, as
+// quic-go's client does) reach the backend.
+func TestRequestTrailersArrive(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := backend.ServeH2C(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(w, r.Trailer.Get("X-Checksum"))
+	}))
+	t.Cleanup(func() { srv.Close() })
+	url, _ := startSpooky(t, spookyConfig(allRoute, map[string][]string{"app": {ln.Addr().String()}}))
+	req, _ := http.NewRequest(http.MethodPost, url+"/", strings.NewReader("payload"))
+	req.Trailer = http.Header{"X-Checksum": {"abc"}}
+	resp, err := h3Client(t).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "abc" {
+		t.Fatalf("backend saw trailer %q", body)
+	}
+}

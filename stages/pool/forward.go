@@ -225,8 +225,13 @@ func outbound(ctx context.Context, e *envelope.Envelope, scheme string) *http.Re
 	// those upstream as "unknown length" would cost an empty DATA frame
 	// and a second write per request.
 	var body io.ReadCloser = http.NoBody
+	var trailers http.Header
 	if in.ContentLength != 0 && in.Body != nil && !(in.ContentLength < 0 && bodiless(in.Method)) {
-		body = e.UpstreamBody()
+		// A request with a body may end in trailers, announced or not;
+		// x/net sends them only if Trailer is set before it starts.
+		trailers = http.Header{}
+		maps.Copy(trailers, in.Trailer)
+		body = e.UpstreamBody(trailers)
 	}
 	out := &http.Request{
 		Method:        in.Method,
@@ -236,7 +241,7 @@ func outbound(ctx context.Context, e *envelope.Envelope, scheme string) *http.Re
 		Header:        in.Header,
 		Body:          body,
 		ContentLength: in.ContentLength,
-		Trailer:       in.Trailer,
+		Trailer:       trailers,
 		Host:          in.Host,
 	}
 	return out.WithContext(ctx)

@@ -583,3 +583,40 @@ func TestDrainingIsPerGroup(t *testing.T) {
 	p.Control(stages.Reconfigure{Config: testConfig(h2cGroup("g", other.addr), h2cGroup("h", other.addr))})
 	waitFor(t, "both removed connections to close", func() bool { return b.ended.Load() == 2 })
 }
+
+// quicBody stands in for quic-go's request body: it fills the request's
+// trailers, in a new map, when it reaches the end.
+type quicBody struct {
+	io.Reader
+	req      *http.Request
+	trailers http.Header
+}
+
+func (b *quicBody) Read(p []byte) (int, error) {
+	n, err := b.Reader.Read(p)
+	if err == io.EOF {
+		b.req.Trailer = b.trailers
+	}
+	return n, err
+}
+
+func (b *quicBody) Close() error { return nil }
+
+// TestRequestTrailersReachTheUpstream. (Trailers a client did not announce
+// are forwarded too, but Go's HTTP/2 server, the backend here, keeps only
+// announced ones, so only those can be checked this way.)
+func TestRequestTrailersReachTheUpstream(t *testing.T) {
+	b := startH2C(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Got-Checksum", r.Trailer.Get("X-Checksum"))
+	}), 0)
+	p := newPool(t, testConfig(h2cGroup("g", b.addr)))
+	req := httptest.NewRequest(http.MethodPost, "https://example.com/", nil)
+	req.Body = &quicBody{Reader: strings.NewReader("payload"), req: req, trailers: http.Header{"X-Checksum": {"abc"}}}
+	req.ContentLength = -1
+	req.Trailer = http.Header{"X-Checksum": nil} // announced, as quic-go leaves it
+	r := run(t, p, newEnvelope(context.Background(), b.addr, req))
+	if got := r.rec.Header().Get("Got-Checksum"); got != "abc" {
+		t.Errorf("upstream saw trailer %q (status %d, %v)", got, r.status, r.err)
+	}
+}
