@@ -1,12 +1,13 @@
 package pool
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"maps"
-	"net"
+
 	"net/http"
 	"slices"
 	"strconv"
@@ -205,9 +206,28 @@ func (p *Pool) forward(e *envelope.Envelope, c *connector, ec *endpointConns) tr
 				condition: cond, answered: resp.StatusCode, retry: g}
 		}
 	}
-	status, err := respond(e, resp)
+	body := io.Reader(resp.Body)
+	if resp.ContentLength > 0 && resp.ContentLength <= smallBody && e.Request.Method != http.MethodHead &&
+		resp.StatusCode != http.StatusNoContent && resp.StatusCode != http.StatusNotModified {
+		// A small body is read whole before anything goes to the
+		// client, so an upstream that dies in the middle of it is a
+		// failure before the response, which an idempotent request may
+		// retry, rather than a reset the client sees.
+		bp := bufPool.Get().(*[]byte)
+		defer bufPool.Put(bp)
+		small := (*bp)[:resp.ContentLength]
+		if _, err := io.ReadFull(resp.Body, small); err != nil {
+			return try{status: http.StatusBadGateway, err: ErrUpstreamReset, condition: "reset-before-response"}
+		}
+		body = io.MultiReader(bytes.NewReader(small), resp.Body)
+	}
+	status, err := respond(e, resp, body)
 	return try{status: status, err: err}
 }
+
+// smallBody is the largest response body read whole before the response
+// starts; it fits the copy buffer.
+const smallBody = 32 << 10
 
 // outbound builds the upstream request from e's. The router has already
 // normalised the headers, so they are sent as they are.
@@ -254,8 +274,9 @@ func bodiless(method string) bool {
 	return method == http.MethodGet || method == http.MethodHead
 }
 
-// respond sends resp's header, body and trailers to e.Writer.
-func respond(e *envelope.Envelope, resp *http.Response) (int, error) {
+// respond sends resp's header, body (read from body: resp.Body, or what was
+// read of it ahead and the rest) and trailers to e.Writer.
+func respond(e *envelope.Envelope, resp *http.Response, body io.Reader) (int, error) {
 	// x/net's transport already drops the fixed list of connection-specific
 	// fields from HTTP/2 responses, Connection with them (so the names it
 	// listed cannot be found any more); stripping here keeps the rule from
@@ -276,7 +297,7 @@ func respond(e *envelope.Envelope, resp *http.Response) (int, error) {
 			return stages.StatusClientClosed, stages.ErrClientClosed
 		}
 	}
-	if err := copyBody(e.Writer, rc, resp.Body); err != nil {
+	if err := copyBody(e.Writer, rc, body); err != nil {
 		if errors.Is(err, stages.ErrClientClosed) {
 			return stages.StatusClientClosed, err
 		}
@@ -328,31 +349,32 @@ func flush(rc *http.ResponseController) error {
 	return nil
 }
 
-// roundTripError names what failed before any response arrived.
+// roundTripError names what failed before any response arrived. Every such
+// failure may be retried for an idempotent request (reset-before-response);
+// those that prove the request never reached the upstream, for any request
+// (refused-stream).
 func roundTripError(err error) try {
 	var se http2.StreamError
-	var ga http2.GoAwayError
-	var oe *net.OpError
+	var ce http2.ConnectionError
 	switch {
-	case errors.As(err, &se) && se.Code == http2.ErrCodeRefusedStream, unprocessedByGoAway(err):
+	case errors.As(err, &se) && se.Code == http2.ErrCodeRefusedStream, unprocessed(err):
 		return try{status: http.StatusBadGateway, err: ErrUpstreamReset, condition: "refused-stream"}
-	case errors.As(err, &se) && se.Code == http2.ErrCodeProtocol:
-		return try{status: http.StatusBadGateway, err: ErrProtocol}
-	case errors.As(err, &se), errors.As(err, &ga), errors.As(err, &oe),
-		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
-		return try{status: http.StatusBadGateway, err: ErrUpstreamReset, condition: "reset-before-response"}
+	case errors.As(err, &se) && se.Code == http2.ErrCodeProtocol, errors.As(err, &ce):
+		return try{status: http.StatusBadGateway, err: ErrProtocol, condition: "reset-before-response"}
 	default:
-		// http2.ConnectionError, a malformed response, a header the
-		// peer's limits refuse.
-		return try{status: http.StatusBadGateway, err: ErrProtocol}
+		// A reset stream, a GOAWAY that may have come after the request
+		// was read, a connection lost or closed under the stream.
+		return try{status: http.StatusBadGateway, err: ErrUpstreamReset, condition: "reset-before-response"}
 	}
 }
 
-// unprocessedByGoAway reports x/net's error for a stream above the last
-// stream ID of a GOAWAY, which the server promises it did not process
-// (RFC 9113 §6.8). x/net does not export it; its text is stable and is what
-// net/http's own retry logic matches on too.
-func unprocessedByGoAway(err error) bool {
-	return strings.Contains(err.Error(), "received Server's graceful shutdown GOAWAY") ||
-		strings.Contains(err.Error(), "client conn not usable")
+// unprocessed reports x/net's errors for a request that was never sent: a
+// stream above the last stream ID of a GOAWAY, which the server promises
+// it did not process (RFC 9113 §6.8), or a connection found unusable before
+// the request was written. x/net does not export them; their texts are
+// stable, and net/http's own retry logic matches on the same values.
+func unprocessed(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "received Server's graceful shutdown GOAWAY") ||
+		strings.Contains(msg, "client conn not usable")
 }

@@ -270,6 +270,22 @@ func TestUpstreamShortContentLength(t *testing.T) {
 	}, "only ten b")
 	p := newPool(t, testConfig(h2cGroup("g", b.addr)))
 
+	// A small body is read whole before the response starts, so the
+	// client gets a clean 502 rather than a cut stream.
+	r := get(t, p, b.addr, "http://example.com/")
+	if r.status != http.StatusBadGateway || !errors.Is(r.err, ErrUpstreamReset) || r.aborted || r.responseStarted || r.rec.Code != http.StatusBadGateway {
+		t.Errorf("finished with %d, %v, aborted %v, started %v; want a clean 502, %v", r.status, r.err, r.aborted, r.responseStarted, ErrUpstreamReset)
+	}
+}
+
+// TestUpstreamShortLargeBody: past what is read ahead, a body that ends
+// short can only be cut: the client's stream is reset.
+func TestUpstreamShortLargeBody(t *testing.T) {
+	b := startRawH2C(t, []hpack.HeaderField{
+		{Name: ":status", Value: "200"},
+		{Name: "content-length", Value: "100000"},
+	}, strings.Repeat("x", 40000))
+	p := newPool(t, testConfig(h2cGroup("g", b.addr)))
 	r := get(t, p, b.addr, "http://example.com/")
 	if r.status != http.StatusBadGateway || !errors.Is(r.err, ErrUpstreamReset) || !r.aborted {
 		t.Errorf("finished with %d, %v, aborted %v; want 502, %v, aborted", r.status, r.err, r.aborted, ErrUpstreamReset)
@@ -620,3 +636,4 @@ func TestRequestTrailersReachTheUpstream(t *testing.T) {
 		t.Errorf("upstream saw trailer %q (status %d, %v)", got, r.status, r.err)
 	}
 }
+
