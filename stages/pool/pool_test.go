@@ -636,4 +636,3 @@ func TestRequestTrailersReachTheUpstream(t *testing.T) {
 		t.Errorf("upstream saw trailer %q (status %d, %v)", got, r.status, r.err)
 	}
 }
-
