@@ -1,7 +1,6 @@
 package pool
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -206,7 +205,7 @@ func (p *Pool) forward(e *envelope.Envelope, c *connector, ec *endpointConns) tr
 				condition: cond, answered: resp.StatusCode, retry: g}
 		}
 	}
-	body := io.Reader(resp.Body)
+	var head []byte
 	if resp.ContentLength > 0 && resp.ContentLength <= smallBody && e.Request.Method != http.MethodHead &&
 		resp.StatusCode != http.StatusNoContent && resp.StatusCode != http.StatusNotModified {
 		// A small body is read whole before anything goes to the
@@ -215,13 +214,12 @@ func (p *Pool) forward(e *envelope.Envelope, c *connector, ec *endpointConns) tr
 		// retry, rather than a reset the client sees.
 		bp := bufPool.Get().(*[]byte)
 		defer bufPool.Put(bp)
-		small := (*bp)[:resp.ContentLength]
-		if _, err := io.ReadFull(resp.Body, small); err != nil {
+		head = (*bp)[:resp.ContentLength]
+		if _, err := io.ReadFull(resp.Body, head); err != nil {
 			return try{status: http.StatusBadGateway, err: ErrUpstreamReset, condition: "reset-before-response"}
 		}
-		body = io.MultiReader(bytes.NewReader(small), resp.Body)
 	}
-	status, err := respond(e, resp, body)
+	status, err := respond(e, resp, head)
 	return try{status: status, err: err}
 }
 
@@ -274,9 +272,9 @@ func bodiless(method string) bool {
 	return method == http.MethodGet || method == http.MethodHead
 }
 
-// respond sends resp's header, body (read from body: resp.Body, or what was
-// read of it ahead and the rest) and trailers to e.Writer.
-func respond(e *envelope.Envelope, resp *http.Response, body io.Reader) (int, error) {
+// respond sends resp's header, body (head, what was read of it ahead, then
+// the rest) and trailers to e.Writer.
+func respond(e *envelope.Envelope, resp *http.Response, head []byte) (int, error) {
 	// x/net's transport already drops the fixed list of connection-specific
 	// fields from HTTP/2 responses, Connection with them (so the names it
 	// listed cannot be found any more); stripping here keeps the rule from
@@ -297,7 +295,12 @@ func respond(e *envelope.Envelope, resp *http.Response, body io.Reader) (int, er
 			return stages.StatusClientClosed, stages.ErrClientClosed
 		}
 	}
-	if err := copyBody(e.Writer, rc, body); err != nil {
+	if len(head) > 0 {
+		if _, err := e.Writer.Write(head); err != nil {
+			return stages.StatusClientClosed, stages.ErrClientClosed
+		}
+	}
+	if err := copyBody(e.Writer, rc, resp.Body); err != nil {
 		if errors.Is(err, stages.ErrClientClosed) {
 			return stages.StatusClientClosed, err
 		}
