@@ -147,3 +147,25 @@ func TestCloseClosesConnections(t *testing.T) {
 		t.Errorf("after Close: finished with %d, %v; want 503", r.status, r.err)
 	}
 }
+
+// TestFlippingConfigsKeepConnections: an endpoint removed and added back
+// within the drain window keeps the connection it had, rather than have it
+// retired under the requests on it and another dialled.
+func TestFlippingConfigsKeepConnections(t *testing.T) {
+	a, b := startH2C(t, okHandler, 0), startH2C(t, okHandler, 0)
+	p := newPool(t, testConfig(h2cGroup("g", a.addr)))
+	p.retireAfter = time.Minute
+	if r := get(t, p, a.addr, "http://example.com/"); r.status != http.StatusOK {
+		t.Fatalf("finished with %d, %v", r.status, r.err)
+	}
+	for range 3 {
+		p.Control(stages.Reconfigure{Config: testConfig(h2cGroup("g", b.addr))})
+		p.Control(stages.Reconfigure{Config: testConfig(h2cGroup("g", a.addr))})
+	}
+	if r := get(t, p, a.addr, "http://example.com/"); r.status != http.StatusOK {
+		t.Fatalf("finished with %d, %v", r.status, r.err)
+	}
+	if n, ended := a.accepted.Load(), a.ended.Load(); n != 1 || ended != 0 {
+		t.Fatalf("endpoint a accepted %d connections and %d ended; want its first kept", n, ended)
+	}
+}

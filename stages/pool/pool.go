@@ -172,21 +172,30 @@ func (p *Pool) apply(cfg *config.Config) error {
 	if old != nil {
 		prev = old.cfg
 	}
+	// Every connector is made before anything changes, so that a failure
+	// leaves the pool as it was.
+	connectors := make(map[string]*connector, len(cfg.UpstreamNames))
+	for _, name := range cfg.UpstreamNames {
+		c, err := newConnector(cfg.Upstreams[name])
+		if err != nil {
+			return err
+		}
+		connectors[name] = c
+	}
 	next := &snapshot{cfg: cfg, groups: make(map[string]*group, len(cfg.UpstreamNames))}
 	kept := map[*endpointConns]bool{}
 	for _, name := range cfg.UpstreamNames {
 		u := cfg.Upstreams[name]
-		c, err := newConnector(u)
-		if err != nil {
-			return err
-		}
-		g := &group{connector: c, endpoints: make(map[string]*endpointConns, len(u.Endpoints))}
+		g := &group{connector: connectors[name], endpoints: make(map[string]*endpointConns, len(u.Endpoints))}
 		var reuse map[string]*endpointConns
 		if prev != nil && sameConnections(prev.Upstreams[name], u) {
 			reuse = old.groups[name].endpoints
 		}
 		for _, ep := range u.Endpoints {
 			ec := reuse[ep.Address]
+			if ec == nil {
+				ec = p.undrain(name, u, ep.Address)
+			}
 			if ec == nil {
 				ec = newEndpointConns(p.ctx, &p.wg, ep.Address)
 			}
@@ -201,7 +210,7 @@ func (p *Pool) apply(cfg *config.Config) error {
 		for name, g := range old.groups {
 			for _, ec := range g.endpoints {
 				if !kept[ec] {
-					p.drain(name, g.connector, ec)
+					p.drain(name, prev.Upstreams[name], g.connector, ec)
 				}
 			}
 		}
@@ -220,13 +229,27 @@ const defaultRetireAfter = 3 * time.Second
 type drainingEndpoint struct {
 	connector *connector
 	conns     *endpointConns
+	upstream  *config.Upstream // the group's config when it was removed
+}
+
+// undrain takes back the connections of an endpoint that a reload removed
+// moments ago and this one adds again (configs flipping back and forth),
+// if they suit the group's new settings; retiring them and dialing anew
+// would fail the requests on them for nothing.
+func (p *Pool) undrain(group string, u *config.Upstream, address string) *endpointConns {
+	key := drainKey{group, address}
+	v, ok := p.draining.Load(key)
+	if !ok || !sameConnections(v.(*drainingEndpoint).upstream, u) || !p.draining.CompareAndDelete(key, v) {
+		return nil
+	}
+	return v.(*drainingEndpoint).conns
 }
 
 // drain keeps ec, of group, reachable for retireAfter, then retires it. The
 // timer is not waited for by Serve; Close retires whatever is still
 // draining.
-func (p *Pool) drain(group string, c *connector, ec *endpointConns) {
-	d := &drainingEndpoint{connector: c, conns: ec}
+func (p *Pool) drain(group string, u *config.Upstream, c *connector, ec *endpointConns) {
+	d := &drainingEndpoint{connector: c, conns: ec, upstream: u}
 	key := drainKey{group, ec.addr}
 	if prev, ok := p.draining.Swap(key, d); ok {
 		// Removed, added back and removed again within retireAfter:
