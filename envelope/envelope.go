@@ -206,7 +206,11 @@ func (e *Envelope) UpstreamBody(trailers http.Header) io.ReadCloser {
 	if e.body == nil {
 		e.body = &trackedBody{src: e.Request.Body}
 	}
-	return &tryBody{shared: e.body, req: e.Request, trailers: trailers}
+	t := &tryBody{shared: e.body, req: e.Request, trailers: trailers}
+	e.body.mu.Lock()
+	e.body.current = t
+	e.body.mu.Unlock()
+	return t
 }
 
 // ReplaySafe reports whether the request body can be sent again: no byte of
@@ -219,6 +223,7 @@ func (e *Envelope) ReplaySafe() bool { return e.body == nil || e.body.replaySafe
 // that read, returns only once the read has: after that nothing reads.
 type trackedBody struct {
 	mu      sync.Mutex
+	current *tryBody // the view of the try in progress; older views are stale
 	src     io.ReadCloser
 	srcShut bool
 	eof     atomic.Bool
@@ -248,7 +253,9 @@ func (t *tryBody) Read(p []byte) (int, error) {
 	b.reading.Store(true)
 	defer b.reading.Store(false)
 	switch {
-	case t.shut.Load() || b.srcShut:
+	case t.shut.Load() || b.srcShut || t != b.current:
+		// A stale view belongs to a try that failed; what is left of
+		// the body is the retry's.
 		return 0, io.ErrClosedPipe
 	case b.eof.Load():
 		return 0, io.EOF
@@ -271,6 +278,15 @@ func (t *tryBody) Read(p []byte) (int, error) {
 func (t *tryBody) Close() error {
 	t.shut.Store(true)
 	b := t.shared
+	b.mu.Lock()
+	current := t == b.current
+	b.mu.Unlock()
+	if !current {
+		// x/net closes bodies from a goroutine of its own, so a failed
+		// try's Close may come after its retry started: it must not
+		// close the body under the retry.
+		return nil
+	}
 	var err error
 	if !b.replaySafe() {
 		err = b.src.Close()
