@@ -198,7 +198,9 @@ func (p *Pool) forward(e *envelope.Envelope, c *connector, ec *endpointConns) tr
 	if e.Attempt < e.Route.Retries.Attempts {
 		// A status the route retries on: hold the response back, so the
 		// next try can still answer, if a retry is possible at all. If
-		// it is not, the client gets the upstream's own answer.
+		// it is not, the client gets the upstream's own answer; if the
+		// retry cannot be queued after all (the balancer's mailbox is
+		// full), a 502 that names the upstream's status.
 		cond := strconv.Itoa(resp.StatusCode)
 		if g := p.acquireRetry(e, cond); g != nil {
 			return try{status: http.StatusBadGateway, err: fmt.Errorf("upstream answered %d", resp.StatusCode),
