@@ -31,8 +31,7 @@ type Envelope struct {
 	Arrived    time.Time
 
 	// Set by the router.
-	Route      *config.Route
-	RouteIndex int
+	Route *config.Route
 
 	// Set by the balancer; Tried by the pool when a try fails and may be
 	// retried: bit Index%64 of each endpoint that failed.

@@ -70,7 +70,6 @@ func TestReleaseZeroesEveryField(t *testing.T) {
 	e.ClientAddr = "192.0.2.1:4433"
 	e.Arrived = time.Unix(1700000000, 0)
 	e.Route = &config.Route{Upstream: "app"}
-	e.RouteIndex = 3
 	e.Endpoint = upstream.NewEndpoint("127.0.0.1:9001", 1, 0, 0)
 	e.Attempt = 2
 	e.Tried = 1

@@ -202,9 +202,9 @@ func (p *Pipe) Run(parent context.Context, h Handler) error {
 }
 
 func work(ctx context.Context, mb *Mailbox, h Handler) error {
-	// Once ctx has ended, Receive may still pick queued data at random;
-	// checking first leaves the queue to the restarted workers.
-	for ctx.Err() == nil {
+	for {
+		// Once ctx has ended, Receive returns its error rather than
+		// queued data, which stays for the restarted workers.
 		msg, err := mb.Receive(ctx)
 		if err != nil {
 			return nil
@@ -230,16 +230,12 @@ func work(ctx context.Context, mb *Mailbox, h Handler) error {
 			return fmt.Errorf("stages: handler panicked: %w", r.AsError())
 		}
 	}
-	return nil
 }
 
 // Forward hands e to the next stage's mailbox, waiting for room as long as
-// e's context allows; if it ends first, e is finished here (504 or 499) and
-// Forward reports false.
-func Forward(next *Mailbox, e *envelope.Envelope) bool {
+// e's context allows; if it ends first, e is finished here (504 or 499).
+func Forward(next *Mailbox, e *envelope.Envelope) {
 	if next.Send(e.Ctx, e) != nil {
 		FinishExpired(e)
-		return false
 	}
-	return true
 }

@@ -23,7 +23,7 @@ import (
 type group struct {
 	live   *upstream.Group
 	policy Policy
-	hashOn config.HashOn
+	hashOn *config.HashOn // nil unless the policy hashes a request key
 	health *config.Health
 }
 
@@ -84,17 +84,17 @@ func (b *Balancer) apply(cfg *config.Config) error {
 			}
 			eps[i] = upstream.NewEndpoint(ep.Address, ep.Weight, ep.Priority, limit)
 		}
-		live := upstream.NewGroup(name, upstream.Outlier{
-			ConsecutiveFailures: u.Outlier.ConsecutiveFailures,
-			BaseEjection:        u.Outlier.BaseEjection,
-			MaxEjectionPercent:  u.Outlier.MaxEjectionPercent,
-		}, eps)
-		live.RetryBudget = upstream.RetryBudget{Percent: u.RetryBudget.Percent, MinConcurrency: u.RetryBudget.MinConcurrency}
+		live := upstream.NewGroup(name, u.Outlier, eps)
+		live.RetryBudget = u.RetryBudget
 		policy, err := NewPolicy(u.Policy, eps)
 		if err != nil {
 			return err
 		}
-		next.groups[name] = &group{live: live, policy: policy, hashOn: u.HashOn, health: u.Health}
+		g := &group{live: live, policy: policy, health: u.Health}
+		if u.Policy == "ring_hash" || u.Policy == "maglev" {
+			g.hashOn = &u.HashOn
+		}
+		next.groups[name] = g
 	}
 	b.current.Store(next)
 	b.restartHealthChecks()
@@ -150,7 +150,9 @@ func (b *Balancer) Handle(e *envelope.Envelope) {
 		return
 	}
 	p := Pick{Now: time.Now().UnixNano(), Tried: e.Tried}
-	p.Key, p.HasKey = requestKey(g.hashOn, e)
+	if g.hashOn != nil {
+		p.Key, p.HasKey = requestKey(*g.hashOn, e)
+	}
 	ep := g.policy.Pick(g.live.Endpoints, &p)
 	if ep == nil && p.Tried != 0 {
 		// Every endpoint not yet tried is out: a retry may go back to

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"spooky/config"
 	"spooky/stages/upstream"
 )
 
@@ -41,7 +42,7 @@ func without(eps []*upstream.Endpoint, i int) []*upstream.Endpoint {
 // numbered puts eps in one group, whose outlier detection ejects an
 // endpoint on its first failure.
 func numbered(eps []*upstream.Endpoint) []*upstream.Endpoint {
-	upstream.NewGroup("test", upstream.Outlier{ConsecutiveFailures: 1, BaseEjection: time.Minute, MaxEjectionPercent: 100}, eps)
+	upstream.NewGroup("test", config.Outlier{ConsecutiveFailures: 1, BaseEjection: time.Minute, MaxEjectionPercent: 100}, eps)
 	return eps
 }
 

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-
 	"net/http"
 	"slices"
 	"strconv"
@@ -38,16 +37,15 @@ var bufPool = sync.Pool{New: func() any {
 // Handle forwards e's request to e.Endpoint, streams the response to
 // e.Writer and finishes e, or, when the try failed in a way the route says
 // to retry and it is safe to, sends e back to the balancer for another
-// endpoint. Every try ends with one e.Endpoint.End, which feeds the
-// endpoint's latency and outlier state.
+// endpoint. Every try ends with one e.EndTry, which feeds the endpoint's
+// latency and outlier state.
 func (p *Pool) Handle(e *envelope.Envelope) {
-	ep := e.Endpoint
 	start := time.Now()
-	c, ec := p.lookup(e.Route.Upstream, ep.Address)
+	c, ec := p.lookup(e.Route.Upstream, e.Endpoint.Address)
 	if ec == nil {
 		// The balancer chose from a config this stage no longer knows:
 		// nothing was sent, so it may pick again.
-		e.EndTry(time.Now().UnixNano(), 0, false)
+		e.EndTry(start.UnixNano(), 0, false)
 		if e.Repick() && p.balancer.TrySend(e) {
 			return
 		}
@@ -58,7 +56,8 @@ func (p *Pool) Handle(e *envelope.Envelope) {
 	// A client that went away is not the endpoint's fault, whatever the
 	// try's error says; a route timeout is (the endpoint was slow).
 	failed := t.upstreamFailed() && !errors.Is(e.Ctx.Err(), context.Canceled)
-	e.EndTry(time.Now().UnixNano(), time.Since(start), failed)
+	end := time.Now()
+	e.EndTry(end.UnixNano(), end.Sub(start), failed)
 	if p.retry(e, t) {
 		return
 	}
@@ -318,9 +317,8 @@ func respond(e *envelope.Envelope, resp *http.Response, head []byte) (int, error
 
 // copyBody streams body to w, flushing after every write through rc, when
 // given, so that nothing waits in a buffer for data that may be slow to
-// come. It returns
-// stages.ErrClientClosed when the client cannot be written to and
-// ErrUpstreamReset when the body ends in anything but EOF, a short
+// come. It returns stages.ErrClientClosed when the client cannot be written
+// to and ErrUpstreamReset when the body ends in anything but EOF, a short
 // Content-Length included.
 func copyBody(w io.Writer, rc *http.ResponseController, body io.Reader) error {
 	bp := bufPool.Get().(*[]byte)

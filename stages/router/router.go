@@ -64,7 +64,7 @@ func (r *Router) Handle(e *envelope.Envelope) {
 		e.Finish(http.StatusNotFound, ErrNoRoute)
 		return
 	}
-	e.Route, e.RouteIndex = &cfg.Routes[i], i
+	e.Route = &cfg.Routes[i]
 	e.SetDeadline(e.Arrived.Add(e.Route.Timeout))
 	Normalize(req.Header, e.ClientAddr)
 	stages.Forward(r.balancer, e)

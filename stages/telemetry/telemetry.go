@@ -274,7 +274,7 @@ func (t *Telemetry) bindAdmin(address string) (*adminServer, error) {
 	url := "http://" + ln.Addr().String()
 	t.adminURL.Store(&url)
 	a := &adminServer{
-		srv:    &http.Server{Handler: t.AdminHandler(), ReadHeaderTimeout: 5 * time.Second},
+		srv:    &http.Server{Handler: t.adminHandler(), ReadHeaderTimeout: 5 * time.Second},
 		failed: make(chan error, 1),
 	}
 	a.done.Go(func() {
@@ -353,8 +353,8 @@ func (t *Telemetry) Stages() []StageView {
 	return views
 }
 
-// AdminHandler serves the admin endpoints.
-func (t *Telemetry) AdminHandler() http.Handler {
+// adminHandler serves the admin endpoints.
+func (t *Telemetry) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /debug/stages", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, map[string]any{"stages": t.Stages()})

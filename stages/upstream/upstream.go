@@ -10,28 +10,16 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"spooky/config"
 )
-
-// Outlier configures passive ejection. Zero ConsecutiveFailures turns it off.
-type Outlier struct {
-	ConsecutiveFailures int
-	BaseEjection        time.Duration
-	MaxEjectionPercent  int
-}
-
-// RetryBudget caps retries in flight to a group: Percent of its requests in
-// flight, but at least MinConcurrency.
-type RetryBudget struct {
-	Percent        int
-	MinConcurrency int
-}
 
 // Group is the live state of one upstream group's endpoints.
 type Group struct {
 	Name        string
 	Endpoints   []*Endpoint
-	Outlier     Outlier
-	RetryBudget RetryBudget
+	Outlier     config.Outlier
+	RetryBudget config.RetryBudget
 
 	mu      sync.Mutex // serialises ejection decisions, so MaxEjectionPercent holds
 	retries atomic.Int64
@@ -73,7 +61,7 @@ func NewEndpoint(address string, weight, priority int, maxRequests int64) *Endpo
 // over from an older group must keep its place (the balancer only carries
 // over those that do), so that its Index is never rewritten while pickers
 // read it and a retry's exclusion mask means the same endpoints in both.
-func NewGroup(name string, outlier Outlier, eps []*Endpoint) *Group {
+func NewGroup(name string, outlier config.Outlier, eps []*Endpoint) *Group {
 	g := &Group{Name: name, Endpoints: eps, Outlier: outlier}
 	for i, ep := range eps {
 		if ep.Index != i {

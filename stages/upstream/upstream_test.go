@@ -3,9 +3,11 @@ package upstream
 import (
 	"testing"
 	"time"
+
+	"spooky/config"
 )
 
-func group(n int, outlier Outlier) *Group {
+func group(n int, outlier config.Outlier) *Group {
 	eps := make([]*Endpoint, n)
 	for i := range eps {
 		eps[i] = NewEndpoint(string(rune('a'+i))+":1", 1, 0, 0)
@@ -20,7 +22,7 @@ func fail(ep *Endpoint, now int64) {
 }
 
 func TestConsecutiveFailuresEjectForGrowingSpans(t *testing.T) {
-	g := group(4, Outlier{ConsecutiveFailures: 3, BaseEjection: time.Second, MaxEjectionPercent: 50})
+	g := group(4, config.Outlier{ConsecutiveFailures: 3, BaseEjection: time.Second, MaxEjectionPercent: 50})
 	a := g.Endpoints[0]
 	now := time.Now().UnixNano()
 	fail(a, now)
@@ -42,7 +44,7 @@ func TestConsecutiveFailuresEjectForGrowingSpans(t *testing.T) {
 }
 
 func TestSuccessResetsTheFailureCount(t *testing.T) {
-	g := group(2, Outlier{ConsecutiveFailures: 2, BaseEjection: time.Second, MaxEjectionPercent: 100})
+	g := group(2, config.Outlier{ConsecutiveFailures: 2, BaseEjection: time.Second, MaxEjectionPercent: 100})
 	a := g.Endpoints[0]
 	now := time.Now().UnixNano()
 	fail(a, now)
@@ -63,7 +65,7 @@ func TestMaxEjectionPercentCapsEjections(t *testing.T) {
 		{10, 30, 3},
 		{1, 100, 0}, // the only endpoint stays
 	} {
-		g := group(tc.n, Outlier{ConsecutiveFailures: 1, BaseEjection: time.Minute, MaxEjectionPercent: tc.percent})
+		g := group(tc.n, config.Outlier{ConsecutiveFailures: 1, BaseEjection: time.Minute, MaxEjectionPercent: tc.percent})
 		now := time.Now().UnixNano()
 		for _, ep := range g.Endpoints {
 			fail(ep, now)
@@ -81,7 +83,7 @@ func TestMaxEjectionPercentCapsEjections(t *testing.T) {
 }
 
 func TestHealthFlipsAfterThresholds(t *testing.T) {
-	ep := group(1, Outlier{}).Endpoints[0]
+	ep := group(1, config.Outlier{}).Endpoints[0]
 	steps := []struct {
 		ok, changed, healthy bool
 	}{
@@ -115,8 +117,8 @@ func TestBreakerLimitsInFlight(t *testing.T) {
 }
 
 func TestRetryBudget(t *testing.T) {
-	g := group(2, Outlier{})
-	g.RetryBudget = RetryBudget{Percent: 50, MinConcurrency: 1}
+	g := group(2, config.Outlier{})
+	g.RetryBudget = config.RetryBudget{Percent: 50, MinConcurrency: 1}
 	if !g.AcquireRetry() || g.AcquireRetry() {
 		t.Fatal("with nothing in flight the budget is MinConcurrency")
 	}
