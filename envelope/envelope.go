@@ -206,9 +206,7 @@ func (e *Envelope) UpstreamBody(trailers http.Header) io.ReadCloser {
 		e.body = &trackedBody{src: e.Request.Body}
 	}
 	t := &tryBody{shared: e.body, req: e.Request, trailers: trailers}
-	e.body.mu.Lock()
-	e.body.current = t
-	e.body.mu.Unlock()
+	e.body.current.Store(t)
 	return t
 }
 
@@ -222,7 +220,7 @@ func (e *Envelope) ReplaySafe() bool { return e.body == nil || e.body.replaySafe
 // that read, returns only once the read has: after that nothing reads.
 type trackedBody struct {
 	mu      sync.Mutex
-	current *tryBody // the view of the try in progress; older views are stale
+	current atomic.Pointer[tryBody] // the view of the try in progress; older views are stale
 	src     io.ReadCloser
 	srcShut bool
 	eof     atomic.Bool
@@ -252,7 +250,7 @@ func (t *tryBody) Read(p []byte) (int, error) {
 	b.reading.Store(true)
 	defer b.reading.Store(false)
 	switch {
-	case t.shut.Load() || b.srcShut || t != b.current:
+	case t.shut.Load() || b.srcShut || t != b.current.Load():
 		// A stale view belongs to a try that failed; what is left of
 		// the body is the retry's.
 		return 0, io.ErrClosedPipe
@@ -277,12 +275,9 @@ func (t *tryBody) Read(p []byte) (int, error) {
 func (t *tryBody) Close() error {
 	t.shut.Store(true)
 	b := t.shared
-	b.mu.Lock()
-	current := t == b.current
-	b.mu.Unlock()
-	if !current {
-		// x/net closes bodies from a goroutine of its own, so a failed
-		// try's Close may come after its retry started: it must not
+	if t != b.current.Load() {
+		// A failed try's body may be closed after its retry started
+		// (by a transport goroutine of its own, or late): it must not
 		// close the body under the retry.
 		return nil
 	}

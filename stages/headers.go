@@ -3,6 +3,7 @@ package stages
 import (
 	"net/http"
 	"net/textproto"
+	"slices"
 	"strings"
 )
 
@@ -16,6 +17,10 @@ var hopByHop = []string{
 	"Transfer-Encoding",
 	"Upgrade",
 }
+
+// IsHopByHop reports whether name, in canonical form, is one of the fixed
+// connection-specific fields (TE aside).
+func IsHopByHop(name string) bool { return slices.Contains(hopByHop, name) }
 
 // StripHopByHop removes connection-specific fields from h in place: the
 // fixed list, every name that Connection lists, and TE unless it is exactly

@@ -7,12 +7,10 @@ import (
 	"log/slog"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	"golang.org/x/net/http2"
-
 	"spooky/config"
+	"spooky/stages/pool/h2"
 )
 
 // Health checks on idle connections: a connection that has read nothing for
@@ -27,28 +25,14 @@ const (
 // a reload builds a new one, so that a CA file that changed under the same
 // name is read again.
 type connector struct {
-	// transport only makes ClientConns and holds their settings; its own
-	// pool and RoundTrip are never used.
-	transport *http2.Transport
-	scheme    string
-	timeout   time.Duration
-	dialer    net.Dialer
-	tls       *tls.Config // nil for h2c
+	scheme  string
+	timeout time.Duration
+	dialer  net.Dialer
+	tls     *tls.Config // nil for h2c
 }
 
 func newConnector(u *config.Upstream) (*connector, error) {
-	c := &connector{
-		transport: &http2.Transport{
-			ReadIdleTimeout: readIdleTimeout,
-			PingTimeout:     pingTimeout,
-			// A proxy passes Accept-Encoding and the body through as
-			// they are; the transport must not ask for gzip and
-			// decode it behind our back.
-			DisableCompression: true,
-		},
-		scheme:  "http",
-		timeout: u.ConnectTimeout,
-	}
+	c := &connector{scheme: "http", timeout: u.ConnectTimeout}
 	if u.Protocol == "h2" {
 		roots, err := u.TLS.RootCAs()
 		if err != nil {
@@ -67,36 +51,23 @@ func newConnector(u *config.Upstream) (*connector, error) {
 }
 
 // connect dials addr and starts an HTTP/2 connection on it. The group's
-// connect timeout bounds the whole of it: TCP, TLS and the first exchange
-// of frames.
-func (c *connector) connect(ctx context.Context, addr string) (*conn, error) {
+// connect timeout bounds the whole of it: TCP, TLS and the exchange of
+// settings, after which the connection knows the peer's
+// MAX_CONCURRENT_STREAMS.
+func (c *connector) connect(ctx context.Context, addr string) (*h2.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	raw, err := c.dialer.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	s := &socket{Conn: raw}
-	nc, err := c.secure(ctx, s, addr)
+	nc, err := c.secure(ctx, raw, addr)
 	if err != nil {
-		s.Close()
+		raw.Close()
 		return nil, err
 	}
-	// NewClientConn closes the connection itself when it fails.
-	cc, err := c.transport.NewClientConn(nc)
-	if err != nil {
-		return nil, err
-	}
-	// The peer's SETTINGS frame comes first (RFC 9113 §3.4), so once our
-	// PING is answered the connection knows the peer's
-	// MAX_CONCURRENT_STREAMS. Before that ReserveNewRequest counts against
-	// a default of 100, and a burst of requests would pile up on one
-	// connection instead of opening more.
-	if err := cc.Ping(ctx); err != nil {
-		cc.Close()
-		return nil, err
-	}
-	return &conn{cc: cc, socket: s}, nil
+	// Handshake closes the connection itself when it fails.
+	return h2.Handshake(ctx, nc, h2.Config{ReadIdleTimeout: readIdleTimeout, PingTimeout: pingTimeout})
 }
 
 // secure runs the TLS handshake over s for an h2 group and fails unless
@@ -124,35 +95,6 @@ func (c *connector) secure(ctx context.Context, s net.Conn, addr string) (net.Co
 	return tc, nil
 }
 
-// socket is the TCP connection under one ClientConn (and under TLS, for h2,
-// so that the ClientConn still sees a *tls.Conn). It notes when it has
-// failed or been closed, because a ClientConn that never carried a request
-// still offers itself for one after its peer has gone (the request then
-// fails), and ClientConn.State can block behind a slow write.
-type socket struct {
-	net.Conn
-	closed atomic.Bool
-}
-
-func (s *socket) Read(p []byte) (int, error) {
-	n, err := s.Conn.Read(p)
-	if err != nil {
-		s.closed.Store(true)
-	}
-	return n, err
-}
-
-func (s *socket) Close() error {
-	s.closed.Store(true)
-	return s.Conn.Close()
-}
-
-// conn is one HTTP/2 connection to an endpoint.
-type conn struct {
-	cc     *http2.ClientConn
-	socket *socket
-}
-
 // dialCall is one dial in flight to an endpoint. Its fields are valid after
 // done is closed.
 type dialCall struct {
@@ -163,14 +105,13 @@ type dialCall struct {
 // endpointConns holds the HTTP/2 connections to one endpoint.
 //
 // get returns a connection on which a stream has been reserved with
-// ClientConn.ReserveNewRequest, so the caller must follow with exactly one
-// RoundTrip on it; RoundTrip takes the reservation over, even when it fails
-// at once. get reuses the first connection that can take another stream and
+// Conn.Reserve, so the caller must follow with exactly one RoundTrip on it;
+// RoundTrip takes the reservation over, even when it fails at once. get reuses the first connection that can take another stream and
 // dials a new one only when every connection is full (the peer's
 // MAX_CONCURRENT_STREAMS) or going away. Concurrent callers that find no
-// room share one dial. A connection whose socket has closed is dropped the
-// next time the list is looked at; one that is going away stays listed,
-// taking no new streams, until its socket closes.
+// room share one dial. A connection that has closed is dropped the next
+// time the list is looked at; one that is going away stays listed, taking
+// no new streams, until it closes.
 //
 // Dials run in goroutines counted by wg and end with ctx, the pool's
 // lifetime, so that callers that give up do not cancel a dial that others
@@ -181,7 +122,7 @@ type endpointConns struct {
 	wg   *sync.WaitGroup
 
 	mu      sync.Mutex
-	conns   []*conn
+	conns   []*h2.Conn
 	dialing *dialCall // nil when no dial is in flight
 	closed  bool      // set once ec is removed from the pool; nothing is added after
 }
@@ -192,7 +133,7 @@ func newEndpointConns(ctx context.Context, wg *sync.WaitGroup, addr string) *end
 
 // get returns a connection with a stream reserved for the caller, dialing
 // with c when none has room. It gives up when ctx ends.
-func (ec *endpointConns) get(ctx context.Context, c *connector) (*http2.ClientConn, error) {
+func (ec *endpointConns) get(ctx context.Context, c *connector) (*h2.Conn, error) {
 	for {
 		ec.mu.Lock()
 		if ec.closed {
@@ -232,21 +173,21 @@ func (ec *endpointConns) warm(c *connector) {
 
 // reserveLocked reserves a stream on the first live connection that can
 // take one, or returns nil.
-func (ec *endpointConns) reserveLocked() *http2.ClientConn {
+func (ec *endpointConns) reserveLocked() *h2.Conn {
 	ec.pruneLocked()
 	for _, c := range ec.conns {
-		if c.cc.ReserveNewRequest() {
-			return c.cc
+		if c.Reserve() {
+			return c
 		}
 	}
 	return nil
 }
 
-// pruneLocked drops the connections whose socket has closed.
+// pruneLocked drops the connections that have closed.
 func (ec *endpointConns) pruneLocked() {
 	live := ec.conns[:0]
 	for _, c := range ec.conns {
-		if !c.socket.closed.Load() {
+		if !c.Closed() {
 			live = append(live, c)
 		}
 	}
@@ -284,7 +225,7 @@ func (ec *endpointConns) dial(call *dialCall, c *connector) {
 	ec.mu.Unlock()
 	if err == nil && !keep {
 		// ec was removed from the pool while the dial was in flight.
-		cn.cc.Close()
+		cn.Close()
 		err = ErrNoEndpoint
 	}
 
@@ -294,7 +235,7 @@ func (ec *endpointConns) dial(call *dialCall, c *connector) {
 
 // detach stops ec from handing out connections and returns the ones it
 // held, for the caller to close.
-func (ec *endpointConns) detach() []*conn {
+func (ec *endpointConns) detach() []*h2.Conn {
 	ec.mu.Lock()
 	defer ec.mu.Unlock()
 	ec.closed = true
@@ -307,13 +248,10 @@ func (ec *endpointConns) detach() []*conn {
 func (ec *endpointConns) stats() (conns, streams int) {
 	ec.mu.Lock()
 	ec.pruneLocked()
-	live := append([]*conn(nil), ec.conns...)
-	ec.mu.Unlock()
-
-	// State is read outside ec.mu because it can wait for a write in
-	// progress on the connection.
-	for _, c := range live {
-		streams += c.cc.State().StreamsActive
+	for _, c := range ec.conns {
+		streams += c.ActiveStreams()
 	}
-	return len(live), streams
+	conns = len(ec.conns)
+	ec.mu.Unlock()
+	return conns, streams
 }

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 
 	"spooky/envelope"
 	"spooky/stages"
+	"spooky/stages/pool/h2"
 	"spooky/stages/upstream"
 )
 
@@ -175,7 +175,7 @@ func (p *Pool) forward(e *envelope.Envelope, c *connector, ec *endpointConns) tr
 		defer cancel()
 		perTry = time.AfterFunc(d, cancel)
 	}
-	resp, err := cc.RoundTrip(outbound(ctx, e, c.scheme))
+	resp, err := cc.RoundTrip(ctx, outbound(e, c.scheme))
 	if perTry != nil && !perTry.Stop() && e.Ctx.Err() == nil {
 		if err == nil {
 			resp.Body.Close()
@@ -189,11 +189,6 @@ func (p *Pool) forward(e *envelope.Envelope, c *connector, ec *endpointConns) tr
 	// it is still open and waits until the transport is done with the
 	// request, whose body and trailers belong to e.
 	defer resp.Body.Close()
-	if resp.StatusCode < 200 || resp.StatusCode > 999 {
-		// x/net only checks that :status is a number; a response writer
-		// panics on one outside 100-999, and a final 1xx is malformed.
-		return try{status: http.StatusBadGateway, err: ErrProtocol}
-	}
 	if e.Attempt < e.Route.Retries.Attempts {
 		// A status the route retries on: hold the response back, so the
 		// next try can still answer, if a retry is possible at all. If
@@ -230,40 +225,37 @@ const smallBody = 32 << 10
 
 // outbound builds the upstream request from e's. The router has already
 // normalised the headers, so they are sent as they are.
-func outbound(ctx context.Context, e *envelope.Envelope, scheme string) *http.Request {
+func outbound(e *envelope.Envelope, scheme string) *h2.Request {
 	in := e.Request
-	u := *in.URL
-	u.Scheme, u.Host = scheme, e.Endpoint.Address
-	if _, ok := in.Header["User-Agent"]; !ok {
-		// An empty value stops the transport from adding its own.
-		in.Header["User-Agent"] = []string{""}
+	path := in.RequestURI
+	if path == "" || path[0] != '/' {
+		// quic-go keeps :path as it came; anything else (a request
+		// built in this process, "*") is rebuilt from the URL.
+		path = in.URL.RequestURI()
 	}
-	// For a server request ContentLength 0 means no body, but for a
-	// client request with a Body it means "unknown". quic-go reports -1
-	// for every request without Content-Length, GETs included; sending
-	// those upstream as "unknown length" would cost an empty DATA frame
-	// and a second write per request.
-	var body io.ReadCloser = http.NoBody
-	var trailers http.Header
+	out := &h2.Request{
+		Method:        in.Method,
+		Scheme:        scheme,
+		Authority:     in.Host,
+		Path:          path,
+		Header:        in.Header,
+		ContentLength: in.ContentLength,
+	}
+	// quic-go reports -1 for every request without Content-Length, GETs
+	// included; sending those upstream as "unknown length" would cost an
+	// empty DATA frame and a second write per request.
 	if in.ContentLength != 0 && in.Body != nil && !(in.ContentLength < 0 && bodiless(in.Method)) {
 		// A request with a body may end in trailers, announced or not;
-		// x/net sends them only if Trailer is set before it starts.
-		trailers = http.Header{}
-		maps.Copy(trailers, in.Trailer)
-		body = e.UpstreamBody(trailers)
+		// the announced ones are named in the request head.
+		out.Trailer = maps.Clone(in.Trailer)
+		if out.Trailer == nil {
+			out.Trailer = http.Header{}
+		}
+		out.Body = e.UpstreamBody(out.Trailer)
+	} else if in.ContentLength < 0 {
+		out.ContentLength = 0
 	}
-	out := &http.Request{
-		Method:        in.Method,
-		URL:           &u,
-		Proto:         "HTTP/2.0",
-		ProtoMajor:    2,
-		Header:        in.Header,
-		Body:          body,
-		ContentLength: in.ContentLength,
-		Trailer:       trailers,
-		Host:          in.Host,
-	}
-	return out.WithContext(ctx)
+	return out
 }
 
 // bodiless reports whether a request with this method is forwarded without
@@ -276,11 +268,8 @@ func bodiless(method string) bool {
 // respond sends resp's header, body (head, what was read of it ahead, then
 // the rest) and trailers to e.Writer.
 func respond(e *envelope.Envelope, resp *http.Response, head []byte) (int, error) {
-	// x/net's transport already drops the fixed list of connection-specific
-	// fields from HTTP/2 responses, Connection with them (so the names it
-	// listed cannot be found any more); stripping here keeps the rule from
-	// resting on that.
-	stages.StripHopByHop(resp.Header)
+	// The client connection has refused responses with connection-specific
+	// fields as malformed (RFC 9113 §8.2.2), so the header passes as it is.
 	h := e.Writer.Header()
 	maps.Copy(h, resp.Header)
 	e.ResponseStarted = true
@@ -360,7 +349,7 @@ func roundTripError(err error) try {
 	var se http2.StreamError
 	var ce http2.ConnectionError
 	switch {
-	case errors.As(err, &se) && se.Code == http2.ErrCodeRefusedStream, unprocessed(err):
+	case errors.As(err, &se) && se.Code == http2.ErrCodeRefusedStream, errors.Is(err, h2.ErrUnprocessed):
 		return try{status: http.StatusBadGateway, err: ErrUpstreamReset, condition: "refused-stream"}
 	case errors.As(err, &se) && se.Code == http2.ErrCodeProtocol, errors.As(err, &ce):
 		return try{status: http.StatusBadGateway, err: ErrProtocol, condition: "reset-before-response"}
@@ -369,15 +358,4 @@ func roundTripError(err error) try {
 		// was read, a connection lost or closed under the stream.
 		return try{status: http.StatusBadGateway, err: ErrUpstreamReset, condition: "reset-before-response"}
 	}
-}
-
-// unprocessed reports x/net's errors for a request that was never sent: a
-// stream above the last stream ID of a GOAWAY, which the server promises
-// it did not process (RFC 9113 §6.8), or a connection found unusable before
-// the request was written. x/net does not export them; their texts are
-// stable, and net/http's own retry logic matches on the same values.
-func unprocessed(err error) bool {
-	msg := err.Error()
-	return strings.Contains(msg, "received Server's graceful shutdown GOAWAY") ||
-		strings.Contains(msg, "client conn not usable")
 }

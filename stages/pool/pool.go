@@ -295,8 +295,8 @@ func sameConnections(a, b *config.Upstream) bool {
 func (p *Pool) retire(ec *endpointConns) {
 	for _, c := range ec.detach() {
 		p.wg.Go(func() {
-			if err := c.cc.Shutdown(p.ctx); err != nil {
-				c.cc.Close()
+			if err := c.Shutdown(p.ctx); err != nil {
+				c.Close()
 			}
 		})
 	}
@@ -305,7 +305,7 @@ func (p *Pool) retire(ec *endpointConns) {
 // closeNow closes ec's connections at once, streams and all.
 func closeNow(ec *endpointConns) {
 	for _, c := range ec.detach() {
-		c.cc.Close()
+		c.Close()
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"net/http"
+
+	"spooky/stages/pool/h2"
 )
 
 // Probe sends one active health check: GET path to the endpoint at address
@@ -14,18 +16,17 @@ func (p *Pool) Probe(ctx context.Context, group, address, path string) (int, err
 	if ec == nil {
 		return 0, ErrNoEndpoint
 	}
-	// The request is built before a stream is reserved: a reservation must
-	// be followed by a RoundTrip, or it is never given back.
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.scheme+"://"+address+path, nil)
-	if err != nil {
-		return 0, err
-	}
 	cc, err := ec.get(ctx, c)
 	if err != nil {
 		return 0, err
 	}
-	req.Header.Set("User-Agent", "spooky-health-check")
-	resp, err := cc.RoundTrip(req)
+	resp, err := cc.RoundTrip(ctx, &h2.Request{
+		Method:    http.MethodGet,
+		Scheme:    c.scheme,
+		Authority: address,
+		Path:      path,
+		Header:    http.Header{"User-Agent": {"spooky-health-check"}},
+	})
 	if err != nil {
 		return 0, err
 	}
