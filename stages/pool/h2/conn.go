@@ -253,7 +253,8 @@ func (c *Conn) Close() error {
 
 // Shutdown stops the connection from taking new streams, waits for those
 // in flight to end, then sends GOAWAY and closes. If ctx ends first it
-// returns ctx's error and leaves the connection to the caller.
+// returns ctx's error, and the connection closes with its last stream or
+// when the caller closes it.
 func (c *Conn) Shutdown(ctx context.Context) error {
 	c.mu.Lock()
 	c.shutdown = true

@@ -243,7 +243,8 @@ func (s *stream) finish() error {
 	return err
 }
 
-// body is a response body.
+// body is a response body. Like most readers, it is for one goroutine:
+// Close must not race with Read.
 type body struct {
 	s      *stream
 	closed bool // by the caller; only the caller touches it
