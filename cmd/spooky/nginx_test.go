@@ -3,9 +3,12 @@ package main
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,10 +17,10 @@ import (
 )
 
 // startNginx runs Debian's nginx as an independent h2c upstream (HTTP/2
-// with prior knowledge on a cleartext port) serving root, and returns its
-// address. .ci/run installs nginx; without it the test can only be skipped
+// with prior knowledge on a cleartext port) serving root, passing /upload
+// on to the HTTP/1 server at uploads, and returns its address. .ci/run installs nginx; without it the test can only be skipped
 // on a developer machine, never in CI.
-func startNginx(t *testing.T, root string) string {
+func startNginx(t *testing.T, root, uploads string) string {
 	t.Helper()
 	bin, err := exec.LookPath("nginx")
 	if err != nil {
@@ -50,9 +53,13 @@ http {
             add_header X-Backend nginx;
             return 200 "hello from nginx\n";
         }
+        location = /upload {
+            client_max_body_size 64m;
+            proxy_pass http://%[4]s;
+        }
     }
 }
-`, dir, addr, root)
+`, dir, addr, root, uploads)
 	confPath := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
@@ -84,7 +91,17 @@ func TestThroughSpookyToNginx(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(root, "blob.bin"), blob, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	addr := startNginx(t, root)
+	uploads := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := sha256.New()
+		n, err := io.Copy(h, r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		fmt.Fprintf(w, "%d %x", n, h.Sum(nil))
+	}))
+	t.Cleanup(uploads.Close)
+	addr := startNginx(t, root, uploads.Listener.Addr().String())
 	url, _ := startSpooky(t, spookyConfig(allRoute, map[string][]string{"app": {addr}}))
 	c := h3Client(t)
 
@@ -100,6 +117,21 @@ func TestThroughSpookyToNginx(t *testing.T) {
 	if resp.StatusCode != 404 {
 		t.Fatalf("nginx's 404 came back as %d", resp.StatusCode)
 	}
+	// nginx reads a request body through its own HTTP/2 flow control
+	// (a small initial window, then WINDOW_UPDATEs as it buffers), which
+	// spooky's body sender must follow to the byte.
+	for _, size := range []int{0, 1, 70 << 10, len(blob)} {
+		resp, err := c.Post(url+"/upload", "application/octet-stream", bytes.NewReader(blob[:size]))
+		if err != nil {
+			t.Fatalf("upload of %d bytes: %v", size, err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if want := fmt.Sprintf("%d %x", size, sha256.Sum256(blob[:size])); resp.StatusCode != 200 || string(got) != want {
+			t.Fatalf("upload of %d bytes: %d %q, want %q", size, resp.StatusCode, got, want)
+		}
+	}
+
 	r, err := c.Head(url + "/blob.bin")
 	if err != nil {
 		t.Fatal(err)
