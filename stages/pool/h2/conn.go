@@ -34,9 +34,10 @@ import (
 // held up by window updates on a fast path; a stream's window is also the
 // most of its response that can wait in memory for a slow reader.
 const (
-	streamWindow      = 4 << 20
-	connWindow        = 1 << 30
-	connRefresh       = 1 << 20 // owed connection window that triggers WINDOW_UPDATE
+	streamWindow = 4 << 20
+	connWindow   = 1 << 30
+	connRefresh  = 1 << 20 // owed connection window that triggers WINDOW_UPDATE
+
 	maxReadFrameSize  = 1 << 20
 	maxHeaderListSize = 1 << 20
 	// defaultMaxStreams applies until the peer's SETTINGS say otherwise,
@@ -68,6 +69,11 @@ type Config struct {
 	// PingTimeout: a ping unanswered for this long closes the connection.
 	// Zero means 15 seconds.
 	PingTimeout time.Duration
+	// WriteTimeout bounds each write to the socket: a peer that stops
+	// reading (a hung or stopped process) fails the connection, and the
+	// requests on it, instead of holding its writers for ever. Zero means
+	// 10 seconds.
+	WriteTimeout time.Duration
 }
 
 // Conn is one client HTTP/2 connection. Its methods are safe for
@@ -75,15 +81,19 @@ type Config struct {
 type Conn struct {
 	nc  net.Conn
 	cfg Config
-	fr  *http2.Framer // read by the read loop, written under wmu
+	fr  *http2.Framer // read by the read loop, written holding wlock
 
-	// The write side. Frames are written to bw under wmu and flushed by
-	// flushLoop, which lets other runnable goroutines add theirs first:
-	// requests that arrive together leave in one write(2).
-	wmu          sync.Mutex
+	// The write side. Frames are written to bw holding wlock and flushed
+	// by flushLoop, which lets other runnable goroutines add theirs first:
+	// requests that arrive together leave in one write(2). wlock is a
+	// channel so that a request can stop waiting for it when its context
+	// ends: a peer that stops reading blocks the write side until
+	// Config.WriteTimeout, and requests must not pile up behind it
+	// meanwhile.
+	wlock        chan struct{}
 	bw           *bufio.Writer
 	henc         *hpack.Encoder
-	hbuf         []byte        // HPACK output, reused under wmu
+	hbuf         []byte        // HPACK output, reused holding wlock
 	werr         error         // first write error; every later write fails with it
 	flushPending bool          // flushLoop has been asked to flush
 	flushc       chan struct{} // asks flushLoop to flush
@@ -123,10 +133,13 @@ func Handshake(ctx context.Context, nc net.Conn, cfg Config) (*Conn, error) {
 	if cfg.PingTimeout <= 0 {
 		cfg.PingTimeout = 15 * time.Second
 	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = 10 * time.Second
+	}
 	c := &Conn{
 		nc:            nc,
 		cfg:           cfg,
-		bw:            bufio.NewWriterSize(nc, 64<<10),
+		bw:            bufio.NewWriterSize(deadlineWriter{nc, cfg.WriteTimeout}, 64<<10),
 		streams:       make(map[uint32]*stream),
 		nextID:        1,
 		maxStreams:    defaultMaxStreams,
@@ -135,6 +148,7 @@ func Handshake(ctx context.Context, nc net.Conn, cfg Config) (*Conn, error) {
 		sendWindow:    65535,
 		recvAvail:     connWindow,
 		pings:         make(map[[8]byte]chan struct{}),
+		wlock:         make(chan struct{}, 1),
 		flushc:        make(chan struct{}, 1),
 		done:          make(chan struct{}),
 	}
@@ -331,10 +345,13 @@ func (c *Conn) checkIdle() {
 	time.AfterFunc(c.cfg.ReadIdleTimeout, c.checkIdle)
 }
 
+// lockWrite takes the write side; <-c.wlock gives it back.
+func (c *Conn) lockWrite() { c.wlock <- struct{}{} }
+
 // write runs frames, which writes frames with c.fr, on the write side,
 // and has them flushed soon. It fails once a write has failed.
 func (c *Conn) write(frames func() error) error {
-	c.wmu.Lock()
+	c.lockWrite()
 	if c.werr == nil {
 		c.werr = frames()
 	}
@@ -349,7 +366,7 @@ func (c *Conn) unlockWrite() error {
 		c.flushc <- struct{}{} // never blocks: one request is pending at most
 	}
 	err := c.werr
-	c.wmu.Unlock()
+	<-c.wlock
 	if err != nil {
 		c.closeWith(err)
 	}
@@ -369,13 +386,13 @@ func (c *Conn) flushLoop() {
 			return
 		}
 		runtime.Gosched()
-		c.wmu.Lock()
+		c.lockWrite()
 		c.flushPending = false
 		if c.werr == nil {
 			c.werr = c.bw.Flush()
 		}
 		err := c.werr
-		c.wmu.Unlock()
+		<-c.wlock
 		if err != nil {
 			c.closeWith(err)
 		}
@@ -385,14 +402,14 @@ func (c *Conn) flushLoop() {
 // writeNow writes frames and flushes them before it returns, for frames
 // that go out just before the connection closes.
 func (c *Conn) writeNow(frames func() error) {
-	c.wmu.Lock()
+	c.lockWrite()
 	if c.werr == nil {
 		c.werr = frames()
 	}
 	if c.werr == nil {
 		c.werr = c.bw.Flush()
 	}
-	c.wmu.Unlock()
+	<-c.wlock
 }
 
 // closeWith ends the connection with err: every stream in flight fails
@@ -545,9 +562,9 @@ func (c *Conn) applySettings(f *http2.SettingsFrame) error {
 	if tableSize >= 0 {
 		// The encoder belongs to the write side, which is taken before
 		// mu, never under it.
-		c.wmu.Lock()
+		c.lockWrite()
 		c.henc.SetMaxDynamicTableSizeLimit(uint32(tableSize))
-		c.wmu.Unlock()
+		<-c.wlock
 	}
 	return err
 }
@@ -667,6 +684,17 @@ func (c *Conn) resetStream(id uint32, code http2.ErrCode, err error) {
 
 func (c *Conn) writeReset(id uint32, code http2.ErrCode) {
 	c.write(func() error { return c.fr.WriteRSTStream(id, code) })
+}
+
+// deadlineWriter gives every write to the socket a time limit.
+type deadlineWriter struct {
+	nc      net.Conn
+	timeout time.Duration
+}
+
+func (w deadlineWriter) Write(p []byte) (int, error) {
+	w.nc.SetWriteDeadline(time.Now().Add(w.timeout))
+	return w.nc.Write(p)
 }
 
 // headerSink collects the encoder's output in c.hbuf.

@@ -2113,3 +2113,39 @@ func TestPeerHeaderTableSize(t *testing.T) {
 		readAll(t, r.resp)
 	}
 }
+
+// TestPeerStopsReading: a peer that stops reading blocks the write side;
+// a request waiting for it gives up when its context ends rather than when
+// the write fails, and the connection fails after WriteTimeout, failing the
+// request that was writing.
+func TestPeerStopsReading(t *testing.T) {
+	const writeTimeout = 500 * time.Millisecond
+	c, f := startFake(t, Config{WriteTimeout: writeTimeout},
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
+	f.fr.WriteWindowUpdate(0, 1<<31-1-65535)
+	// An upload the fake never reads fills the socket buffers.
+	const size = 64 << 20
+	upload := goRoundTrip(context.Background(), c, &Request{
+		Method: http.MethodPost, Scheme: "http", Authority: "upstream.test", Path: "/",
+		Header: http.Header{}, ContentLength: size, Body: io.NopCloser(bytes.NewReader(make([]byte, size))),
+	})
+	time.Sleep(100 * time.Millisecond)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	r := await(t, goRoundTrip(ctx, c, getReq("/")))
+	if !errors.Is(r.err, context.DeadlineExceeded) {
+		t.Fatalf("request behind a stuck write side: %v, want its context's error", r.err)
+	}
+	if waited := time.Since(start); waited >= writeTimeout/2 {
+		t.Errorf("request waited %v for a stuck write side; its context ended after 50ms", waited)
+	}
+
+	if r := await(t, upload); !errors.Is(r.err, ErrConnClosed) {
+		t.Fatalf("upload to a peer that stopped reading: %v, want ErrConnClosed", r.err)
+	}
+	if !eventually(time.Second, c.Closed) {
+		t.Error("connection still open after a write timed out")
+	}
+}

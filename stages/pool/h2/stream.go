@@ -84,13 +84,21 @@ func (c *Conn) RoundTrip(ctx context.Context, req *Request) (*http.Response, err
 	s.body.s = s
 	s.data.chunks = s.chunks[:0]
 
-	c.wmu.Lock()
+	select {
+	case c.wlock <- struct{}{}:
+	case <-ctx.Done():
+		// The write side is stuck behind a peer that stopped reading;
+		// nothing of the request was sent.
+		c.unreserve()
+		closeBody(req)
+		return nil, ctx.Err()
+	}
 	c.mu.Lock()
 	usable := !c.closed && !c.goAway && !c.shutdown && c.werr == nil
 	if !usable || (c.peerMaxHeader > 0 && fields > uint64(c.peerMaxHeader)) {
 		tooLarge := usable
 		c.mu.Unlock()
-		c.wmu.Unlock()
+		<-c.wlock
 		c.unreserve()
 		closeBody(req)
 		if tooLarge {
