@@ -155,14 +155,8 @@ func replayable(e *envelope.Envelope, condition string) bool {
 // forward does one try.
 func (p *Pool) forward(e *envelope.Envelope, c *connector, ec *endpointConns) try {
 	cc, err := ec.get(e.Ctx, c)
-	switch {
-	case errors.Is(err, ErrNoEndpoint):
-		return try{status: http.StatusServiceUnavailable, err: err}
-	case errors.Is(err, ErrConnectFailed):
-		return try{status: http.StatusBadGateway, err: err, condition: "connect-failure"}
-	case err != nil:
-		// The end of e.Ctx, which Handle sees to.
-		return try{status: http.StatusBadGateway, err: err}
+	if err != nil {
+		return failure(err)
 	}
 	// The per-try timeout bounds the wait for the response headers only:
 	// it cancels the try's context while waiting and is stopped as soon as
@@ -176,6 +170,17 @@ func (p *Pool) forward(e *envelope.Envelope, c *connector, ec *endpointConns) tr
 		perTry = time.AfterFunc(d, cancel)
 	}
 	resp, err := cc.RoundTrip(ctx, outbound(e, c.scheme))
+	for resends := 0; errors.Is(err, h2.ErrUnprocessed) && resends < maxResends && e.ReplaySafe() && ctx.Err() == nil; resends++ {
+		// The request never reached the upstream: the connection went
+		// away (a GOAWAY, an idle close) between being picked and
+		// carrying it. That is the connection's doing, not the
+		// endpoint's or the route's, so the request goes again on
+		// another connection to the same endpoint without counting as a
+		// retry, as it would have had it picked that one.
+		if cc, err = ec.get(ctx, c); err == nil {
+			resp, err = cc.RoundTrip(ctx, outbound(e, c.scheme))
+		}
+	}
 	if perTry != nil && !perTry.Stop() && e.Ctx.Err() == nil {
 		if err == nil {
 			resp.Body.Close()
@@ -183,7 +188,7 @@ func (p *Pool) forward(e *envelope.Envelope, c *connector, ec *endpointConns) tr
 		return try{status: http.StatusGatewayTimeout, err: stages.ErrTimeout, condition: "504"}
 	}
 	if err != nil {
-		return roundTripError(err)
+		return failure(err)
 	}
 	// Closing the body before e is finished cancels the upstream stream if
 	// it is still open and waits until the transport is done with the
@@ -341,14 +346,23 @@ func flush(rc *http.ResponseController) error {
 	return nil
 }
 
-// roundTripError names what failed before any response arrived. Every such
-// failure may be retried for an idempotent request (reset-before-response);
-// those that prove the request never reached the upstream, for any request
-// (refused-stream).
-func roundTripError(err error) try {
+// maxResends bounds how often one try sends its request again on another
+// connection after the one it picked went away unused.
+const maxResends = 2
+
+// failure names what failed before any response arrived. A connect failure
+// or a request that provably never reached the upstream may be retried for
+// any request (connect-failure, refused-stream); every other failure, for an
+// idempotent one (reset-before-response). The end of e.Ctx while waiting is
+// left to Handle.
+func failure(err error) try {
 	var se http2.StreamError
 	var ce http2.ConnectionError
 	switch {
+	case errors.Is(err, ErrNoEndpoint):
+		return try{status: http.StatusServiceUnavailable, err: err}
+	case errors.Is(err, ErrConnectFailed):
+		return try{status: http.StatusBadGateway, err: err, condition: "connect-failure"}
 	case errors.As(err, &se) && se.Code == http2.ErrCodeRefusedStream, errors.Is(err, h2.ErrUnprocessed):
 		return try{status: http.StatusBadGateway, err: ErrUpstreamReset, condition: "refused-stream"}
 	case errors.As(err, &se) && se.Code == http2.ErrCodeProtocol, errors.As(err, &ce):

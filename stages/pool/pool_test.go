@@ -13,10 +13,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/iotest"
 	"time"
 
+	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
 	"spooky/config"
@@ -632,5 +634,60 @@ func TestRequestTrailersReachTheUpstream(t *testing.T) {
 	r := run(t, p, newEnvelope(context.Background(), b.addr, req))
 	if got := r.rec.Header().Get("Got-Checksum"); got != "abc" {
 		t.Errorf("upstream saw trailer %q (status %d, %v)", got, r.status, r.err)
+	}
+}
+
+// An upstream that goes away from a connection (a GOAWAY that says it did
+// not process the request, as servers send on idle timeouts and graceful
+// restarts) gets the request again on a new connection, for any method and
+// with retries off: it never reached the upstream.
+func TestForwardResendsWhatAGoAwayLeftUnprocessed(t *testing.T) {
+	var conns atomic.Int32
+	var served atomic.Int32
+	ok := h2cServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		served.Add(1)
+		io.WriteString(w, r.Method+" ok")
+	}), 0)
+	b := listen(t, func(c net.Conn) {
+		if conns.Add(1) > 1 {
+			ok(c)
+			return
+		}
+		// The first connection refuses its first request with GOAWAY
+		// (last stream ID 0) and closes.
+		preface := make([]byte, len(http2.ClientPreface))
+		if _, err := io.ReadFull(c, preface); err != nil {
+			return
+		}
+		fr := http2.NewFramer(c, c)
+		fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+		fr.WriteSettings()
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if !f.IsAck() {
+					fr.WriteSettingsAck()
+				}
+			case *http2.MetaHeadersFrame:
+				fr.WriteGoAway(0, http2.ErrCodeNo, nil)
+				return
+			}
+		}
+	})
+	p := newPool(t, testConfig(h2cGroup("g", b.addr)))
+
+	for _, method := range []string{http.MethodGet, http.MethodDelete, http.MethodPost} {
+		req := httptest.NewRequest(method, "http://example.com/", nil)
+		r := run(t, p, newEnvelope(context.Background(), b.addr, req))
+		if r.status != http.StatusOK || r.rec.Body.String() != method+" ok" {
+			t.Fatalf("%s: finished with %d %q, %v", method, r.status, r.rec.Body, r.err)
+		}
+	}
+	if n := served.Load(); n != 3 {
+		t.Errorf("upstream served %d requests, want 3", n)
 	}
 }
