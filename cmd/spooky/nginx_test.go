@@ -18,20 +18,10 @@ import (
 
 // startNginx runs Debian's nginx as an independent h2c upstream (HTTP/2
 // with prior knowledge on a cleartext port) serving root, passing /upload
-// on to the HTTP/1 server at uploads, and returns its address. .ci/run installs nginx; without it the test can only be skipped
-// on a developer machine, never in CI.
+// on to the HTTP/1 server at uploads, and returns its address.
 func startNginx(t *testing.T, root, uploads string) string {
 	t.Helper()
-	bin, err := exec.LookPath("nginx")
-	if err != nil {
-		bin = "/usr/sbin/nginx"
-		if _, serr := os.Stat(bin); serr != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatal("nginx is not installed; .ci/run should have installed it")
-			}
-			t.Skip("nginx is not installed (apt-get install nginx-light)")
-		}
-	}
+	bin := independentTool(t, "nginx", "nginx-light")
 	dir := t.TempDir()
 	addr := freePort(t, "tcp")
 	conf := fmt.Sprintf(`daemon off;
