@@ -210,10 +210,11 @@ func (c *Conn) start() error {
 	if !ok || sf.IsAck() {
 		return fmt.Errorf("h2: peer sent %v before its SETTINGS", f.Header().Type)
 	}
-	if err := c.applySettings(sf); err != nil {
+	tableSize, err := c.applySettings(sf)
+	if err != nil {
 		return err
 	}
-	if err := c.fr.WriteSettingsAck(); err != nil {
+	if err := c.ackSettings(tableSize); err != nil {
 		return err
 	}
 	return c.bw.Flush()
@@ -495,10 +496,11 @@ func (c *Conn) dispatch(f http2.Frame) error {
 		if f.IsAck() {
 			return nil
 		}
-		if err := c.applySettings(f); err != nil {
+		tableSize, err := c.applySettings(f)
+		if err != nil {
 			return err
 		}
-		return c.write(func() error { return c.fr.WriteSettingsAck() })
+		return c.write(func() error { return c.ackSettings(tableSize) })
 	case *http2.WindowUpdateFrame:
 		return c.onWindowUpdate(f)
 	case *http2.PingFrame:
@@ -524,7 +526,8 @@ func (c *Conn) dispatch(f http2.Frame) error {
 
 // applySettings takes the peer's settings (RFC 9113 §6.5.2). A new initial
 // window changes the send window of every open stream by the difference.
-func (c *Conn) applySettings(f *http2.SettingsFrame) error {
+// A new SETTINGS_HEADER_TABLE_SIZE is returned, or -1, for ackSettings.
+func (c *Conn) applySettings(f *http2.SettingsFrame) (int64, error) {
 	tableSize := int64(-1)
 	c.mu.Lock()
 	err := f.ForeachSetting(func(s http2.Setting) error {
@@ -559,14 +562,21 @@ func (c *Conn) applySettings(f *http2.SettingsFrame) error {
 		return nil
 	})
 	c.mu.Unlock()
-	if tableSize >= 0 {
-		// The encoder belongs to the write side, which is taken before
-		// mu, never under it.
-		c.lockWrite()
-		c.henc.SetMaxDynamicTableSizeLimit(uint32(tableSize))
-		<-c.wlock
+	return tableSize, err
+}
+
+// ackSettings acknowledges the peer's settings and, in the same hold of the
+// write side, applies a new header table size to the encoder: the size
+// update it then emits must open the first header block after the ACK
+// (RFC 7541 §4.2). Called holding the write side.
+func (c *Conn) ackSettings(tableSize int64) error {
+	if err := c.fr.WriteSettingsAck(); err != nil {
+		return err
 	}
-	return err
+	if tableSize >= 0 {
+		c.henc.SetMaxDynamicTableSizeLimit(uint32(tableSize))
+	}
+	return nil
 }
 
 func (c *Conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
@@ -582,13 +592,10 @@ func (c *Conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 		if err := c.unknownStreamLocked(f.StreamID, "WINDOW_UPDATE"); err != nil {
 			return err
 		}
-	} else {
-		s.sendWindow += inc
-		if s.sendWindow > math.MaxInt32 {
-			s.failLocked(http2.StreamError{StreamID: s.id, Code: http2.ErrCodeFlowControl})
-			c.removeLocked(s)
-			go c.writeReset(s.id, http2.ErrCodeFlowControl)
-		}
+	} else if s.sendWindow += inc; s.sendWindow > math.MaxInt32 {
+		c.mu.Unlock()
+		c.reset(s.id, s, http2.ErrCodeFlowControl, http2.StreamError{StreamID: s.id, Code: http2.ErrCodeFlowControl})
+		c.mu.Lock()
 	}
 	c.flow.Broadcast()
 	return nil
@@ -671,19 +678,35 @@ func (c *Conn) returnWindow(n int64, s *stream, m int64) {
 	})
 }
 
-// resetStream fails stream id with err and tells the peer with RST_STREAM.
+// resetStream fails stream id with err, if this side still has it, and
+// sends RST_STREAM with code.
 func (c *Conn) resetStream(id uint32, code http2.ErrCode, err error) {
-	c.mu.Lock()
-	if s := c.streams[id]; s != nil {
-		s.failLocked(err)
-		c.removeLocked(s)
-	}
-	c.mu.Unlock()
-	c.writeReset(id, code)
+	c.reset(id, nil, code, err)
 }
 
-func (c *Conn) writeReset(id uint32, code http2.ErrCode) {
-	c.write(func() error { return c.fr.WriteRSTStream(id, code) })
+// reset fails stream id with err and sends RST_STREAM with code. With only
+// set, it fails that stream and resets it only if it is still open. The
+// reset is queued before the stream's slot is freed, both holding the write
+// side, so that no new stream can reach the peer ahead of it while the peer
+// still counts the old one against MAX_CONCURRENT_STREAMS.
+func (c *Conn) reset(id uint32, only *stream, code http2.ErrCode, err error) {
+	c.lockWrite()
+	c.mu.Lock()
+	s := c.streams[id]
+	if only != nil {
+		only.failLocked(err)
+	}
+	if only == nil || s == only {
+		if s != nil {
+			s.failLocked(err)
+			c.removeLocked(s)
+		}
+		if c.werr == nil && !c.closed {
+			c.werr = c.fr.WriteRSTStream(id, code)
+		}
+	}
+	c.mu.Unlock()
+	c.unlockWrite()
 }
 
 // deadlineWriter gives every write to the socket a time limit.

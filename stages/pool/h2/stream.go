@@ -29,8 +29,12 @@ type Request struct {
 	Trailer http.Header
 }
 
-// errBodyClosed fails a stream whose response body its reader closed.
-var errBodyClosed = errors.New("h2: response body closed")
+var (
+	// errBodyClosed fails a stream whose response body its reader closed.
+	errBodyClosed = errors.New("h2: response body closed")
+	// errStreamClosed stops a body sender whose stream has ended.
+	errStreamClosed = errors.New("h2: stream closed")
+)
 
 // stream is one request and its response. Its fields are guarded by c.mu
 // unless noted.
@@ -202,17 +206,7 @@ func (s *stream) endRecvLocked() {
 
 // cancel resets s for its caller's context.
 func (s *stream) cancel(err error) {
-	c := s.c
-	c.mu.Lock()
-	live := c.streams[s.id] == s
-	s.failLocked(err)
-	if live {
-		c.removeLocked(s)
-	}
-	c.mu.Unlock()
-	if live {
-		c.writeReset(s.id, http2.ErrCodeCancel)
-	}
+	s.c.reset(s.id, s, http2.ErrCodeCancel, err)
 	// A body sender may be waiting for the client's next bytes.
 	closeBody(s.req)
 }
@@ -225,16 +219,14 @@ func (s *stream) finish() error {
 	c := s.c
 	c.mu.Lock()
 	live := c.streams[s.id] == s
+	c.mu.Unlock()
 	if live {
-		s.failLocked(errBodyClosed)
-		c.removeLocked(s)
+		c.reset(s.id, s, http2.ErrCodeCancel, errBodyClosed)
 	}
+	c.mu.Lock()
 	err := s.err
 	unread := s.data.release()
 	c.mu.Unlock()
-	if live {
-		c.writeReset(s.id, http2.ErrCodeCancel)
-	}
 	if unread > 0 {
 		c.returnWindow(int64(unread), nil, 0)
 	}
@@ -324,13 +316,9 @@ func (c *Conn) onHeaders(f *http2.MetaHeadersFrame) error {
 			s.endRecvLocked()
 		}
 	}
-	if reset != nil {
-		s.failLocked(http2.StreamError{StreamID: s.id, Code: code, Cause: reset})
-		c.removeLocked(s)
-	}
 	c.mu.Unlock()
 	if reset != nil {
-		c.writeReset(s.id, code)
+		c.reset(s.id, s, code, http2.StreamError{StreamID: s.id, Code: code, Cause: reset})
 	}
 	return nil
 }
@@ -419,10 +407,8 @@ func (c *Conn) onData(f *http2.DataFrame) error {
 		reset = errors.New("response body longer than its Content-Length")
 	}
 	if reset != nil {
-		s.failLocked(http2.StreamError{StreamID: s.id, Code: code, Cause: reset})
-		c.removeLocked(s)
 		c.mu.Unlock()
-		c.writeReset(s.id, code)
+		c.reset(s.id, s, code, http2.StreamError{StreamID: s.id, Code: code, Cause: reset})
 		c.returnWindow(n, nil, 0)
 		return nil
 	}
@@ -514,7 +500,7 @@ func (s *stream) sendBody() {
 					s.cancel(err)
 					return
 				}
-				if err := s.c.write(func() error { return s.c.writeTrailers(s.id, req.Trailer, s.c.frameSize()) }); err != nil {
+				if err := s.writeOpen(func() error { return s.c.writeTrailers(s.id, req.Trailer, s.c.frameSize()) }); err != nil {
 					return
 				}
 			}
@@ -560,7 +546,7 @@ func (s *stream) writeData(p []byte, end bool) error {
 		chunk := p[:n]
 		p = p[n:]
 		endNow := end && len(p) == 0
-		if err := c.write(func() error { return c.fr.WriteData(s.id, endNow, chunk) }); err != nil {
+		if err := s.writeOpen(func() error { return c.fr.WriteData(s.id, endNow, chunk) }); err != nil {
 			return err
 		}
 		if endNow {
@@ -568,6 +554,28 @@ func (s *stream) writeData(p []byte, end bool) error {
 		}
 	}
 	return nil
+}
+
+// writeOpen runs frames on the write side if s may still send: neither
+// side has reset it. A frame on a stream the peer has closed is a
+// connection error for some peers (net/http's server among them).
+func (s *stream) writeOpen(frames func() error) error {
+	c := s.c
+	c.lockWrite()
+	c.mu.Lock()
+	err := s.sendErr
+	if err == nil && c.streams[s.id] != s {
+		err = errStreamClosed
+	}
+	c.mu.Unlock()
+	if err != nil {
+		<-c.wlock
+		return err
+	}
+	if c.werr == nil {
+		c.werr = frames()
+	}
+	return c.unlockWrite()
 }
 
 // awaitWindow waits until s may send and returns how much of want it may
