@@ -217,7 +217,7 @@ func (p *Pool) forward(e *envelope.Envelope, c *connector, ec *endpointConns) tr
 		defer bufPool.Put(bp)
 		head = (*bp)[:resp.ContentLength]
 		if _, err := io.ReadFull(resp.Body, head); err != nil {
-			return try{status: http.StatusBadGateway, err: ErrUpstreamReset, condition: "reset-before-response"}
+			return failure(err)
 		}
 	}
 	status, err := respond(e, resp, head)
@@ -312,8 +312,8 @@ func respond(e *envelope.Envelope, resp *http.Response, head []byte) (int, error
 // copyBody streams body to w, flushing after every write through rc, when
 // given, so that nothing waits in a buffer for data that may be slow to
 // come. It returns stages.ErrClientClosed when the client cannot be written
-// to and ErrUpstreamReset when the body ends in anything but EOF, a short
-// Content-Length included.
+// to or its request body failed under the exchange, and ErrUpstreamReset
+// when the body ends in anything but EOF, a short Content-Length included.
 func copyBody(w io.Writer, rc *http.ResponseController, body io.Reader) error {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
@@ -331,6 +331,9 @@ func copyBody(w io.Writer, rc *http.ResponseController, body io.Reader) error {
 		switch {
 		case err == io.EOF:
 			return nil
+		case errors.Is(err, h2.ErrRequestBody):
+			// The client's own body failed under the exchange.
+			return stages.ErrClientClosed
 		case err != nil:
 			return ErrUpstreamReset
 		}
@@ -350,7 +353,8 @@ func flush(rc *http.ResponseController) error {
 // connection after the one it picked went away unused.
 const maxResends = 2
 
-// failure names what failed before any response arrived. A connect failure
+// failure names what failed before any response went to the client. A
+// request body that failed is the client's doing. A connect failure
 // or a request that provably never reached the upstream may be retried for
 // any request (connect-failure, refused-stream); every other failure, for an
 // idempotent one (reset-before-response). The end of e.Ctx while waiting is
@@ -359,6 +363,10 @@ func failure(err error) try {
 	var se http2.StreamError
 	var ce http2.ConnectionError
 	switch {
+	case errors.Is(err, h2.ErrRequestBody):
+		// The client's body failed (mostly: the client went away), not
+		// the upstream.
+		return try{status: stages.StatusClientClosed, err: stages.ErrClientClosed}
 	case errors.Is(err, ErrNoEndpoint):
 		return try{status: http.StatusServiceUnavailable, err: err}
 	case errors.Is(err, ErrConnectFailed):

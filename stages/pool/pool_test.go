@@ -691,3 +691,41 @@ func TestForwardResendsWhatAGoAwayLeftUnprocessed(t *testing.T) {
 		t.Errorf("upstream served %d requests, want 3", n)
 	}
 }
+
+// TestFailingRequestBodyIsNotAnUpstreamFailure: a client whose upload
+// fails half-way (it reset its stream) gets 499, before or after the
+// upstream started answering, and the endpoint is not blamed; blaming it
+// would let clients that abort uploads get healthy endpoints ejected.
+func TestFailingRequestBodyIsNotAnUpstreamFailure(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		handler http.HandlerFunc
+	}{
+		{"before the response", func(w http.ResponseWriter, r *http.Request) {
+			io.Copy(io.Discard, r.Body)
+			io.WriteString(w, "read it all")
+		}},
+		{"while the response streams", func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(http.StatusOK)
+			http.NewResponseController(w).Flush()
+			io.Copy(w, r.Body)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := startH2C(t, tc.handler, 0)
+			p := newPool(t, testConfig(h2cGroup("g", b.addr)))
+			body := io.MultiReader(bytes.NewReader(make([]byte, 100<<10)), iotest.ErrReader(errors.New("client reset the stream")))
+			req := httptest.NewRequest(http.MethodPost, "https://example.com/", io.NopCloser(body))
+			req.ContentLength = -1
+			e := newEnvelope(context.Background(), b.addr, req)
+			ep := e.Endpoint
+			r := run(t, p, e)
+			if r.status != stages.StatusClientClosed {
+				t.Fatalf("finished with %d, %v; want 499", r.status, r.err)
+			}
+			if st := ep.Stats(time.Now().UnixNano()); st.Failures != 0 || st.InFlight != 0 {
+				t.Fatalf("endpoint after a failed upload: %+v", st)
+			}
+		})
+	}
+}

@@ -59,6 +59,11 @@ var (
 	// ErrConnClosed means the connection was lost or closed while the
 	// request was in flight.
 	ErrConnClosed = errors.New("h2: connection closed")
+	// ErrRequestBody means the request's own body failed: its reader
+	// returned an error (the client went away) or a length other than
+	// its Content-Length. The stream is reset; the upstream is not at
+	// fault.
+	ErrRequestBody = errors.New("h2: request body failed")
 )
 
 // Config tunes a connection's liveness checks.

@@ -1506,6 +1506,8 @@ func TestRequestBodyLengthMismatch(t *testing.T) {
 			if r := await(t, ch); r.err == nil {
 				r.resp.Body.Close()
 				t.Errorf("RoundTrip succeeded")
+			} else if !errors.Is(r.err, ErrRequestBody) {
+				t.Errorf("RoundTrip = %v, want ErrRequestBody: the request's fault, not the upstream's", r.err)
 			}
 		})
 	}

@@ -3,6 +3,7 @@ package h2
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -483,7 +484,7 @@ func (s *stream) sendBody() {
 			}
 		}
 		if err != nil && err != io.EOF {
-			s.cancel(err)
+			s.cancel(fmt.Errorf("%w: %w", ErrRequestBody, err))
 			return
 		}
 		sent += int64(n)
@@ -497,7 +498,7 @@ func (s *stream) sendBody() {
 				// Their values came with the end of the body, after
 				// RoundTrip checked the request.
 				if _, err := checkFields(req.Trailer); err != nil {
-					s.cancel(err)
+					s.cancel(fmt.Errorf("%w: %w", ErrRequestBody, err))
 					return
 				}
 				if err := s.writeOpen(func() error { return s.c.writeTrailers(s.id, req.Trailer, s.c.frameSize()) }); err != nil {
