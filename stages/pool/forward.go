@@ -217,7 +217,10 @@ func (p *Pool) forward(e *envelope.Envelope, c *connector, ec *endpointConns) tr
 		defer bufPool.Put(bp)
 		head = (*bp)[:resp.ContentLength]
 		if _, err := io.ReadFull(resp.Body, head); err != nil {
-			return failure(err)
+			if errors.Is(err, h2.ErrRequestBody) {
+				return failure(err)
+			}
+			return try{status: http.StatusBadGateway, err: ErrUpstreamReset, condition: "reset-before-response"}
 		}
 	}
 	status, err := respond(e, resp, head)
