@@ -729,3 +729,21 @@ func TestFailingRequestBodyIsNotAnUpstreamFailure(t *testing.T) {
 		})
 	}
 }
+
+// A 304 carries the Content-Length of the representation it stands for,
+// and no body (RFC 9110 §8.6, §15.4.5): it passes as it is.
+func TestNotModifiedWithContentLength(t *testing.T) {
+	b := startRawH2C(t, []hpack.HeaderField{
+		{Name: ":status", Value: "304"},
+		{Name: "content-length", Value: "1234"},
+		{Name: "etag", Value: `"v1"`},
+	}, "")
+	p := newPool(t, testConfig(h2cGroup("g", b.addr)))
+	r := get(t, p, b.addr, "http://example.com/")
+	if r.status != http.StatusNotModified || r.err != nil || r.rec.Code != http.StatusNotModified || r.rec.Body.Len() != 0 {
+		t.Fatalf("finished with %d, %v; client got %d and %d body bytes", r.status, r.err, r.rec.Code, r.rec.Body.Len())
+	}
+	if got := r.rec.Header().Get("Etag"); got != `"v1"` {
+		t.Errorf("client got ETag %q", got)
+	}
+}
