@@ -701,16 +701,21 @@ func (c *Conn) reset(id uint32, only *stream, code http2.ErrCode, err error) {
 	if only != nil {
 		only.failLocked(err)
 	}
-	if only == nil || s == only {
-		if s != nil {
-			s.failLocked(err)
-			c.removeLocked(s)
-		}
-		if c.werr == nil && !c.closed {
-			c.werr = c.fr.WriteRSTStream(id, code)
-		}
+	send := (only == nil || s == only) && !c.closed
+	if s != nil && send {
+		s.failLocked(err)
 	}
 	c.mu.Unlock()
+	if send && c.werr == nil {
+		// Written without mu: a write that waits on a full socket must
+		// not hold up the read loop or Reserve.
+		c.werr = c.fr.WriteRSTStream(id, code)
+	}
+	if s != nil && send {
+		c.mu.Lock()
+		c.removeLocked(s)
+		c.mu.Unlock()
+	}
 	c.unlockWrite()
 }
 
