@@ -10,7 +10,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 )
 
 // TestThroughSpookyToNghttpd uses nghttp2's own server (Debian's
@@ -32,24 +31,8 @@ func TestThroughSpookyToNghttpd(t *testing.T) {
 	}
 	addr := freePort(t, "tcp")
 	_, port, _ := strings.Cut(addr, ":")
-	cmd := exec.Command(bin, "--no-tls", "-a", "127.0.0.1", "-d", root, "--echo-upload",
-		"--window-bits=14", "--connection-window-bits=16", "--max-concurrent-streams=4", port)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	deadline := time.Now().Add(5 * time.Second)
-	for !tcpOpen(addr) {
-		if time.Now().After(deadline) {
-			t.Fatalf("nghttpd did not start:\n%s", &out)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	serveUntilCleanup(t, exec.Command(bin, "--no-tls", "-a", "127.0.0.1", "-d", root, "--echo-upload",
+		"--window-bits=14", "--connection-window-bits=16", "--max-concurrent-streams=4", port), addr)
 	url, _ := startSpooky(t, spookyConfig(allRoute, map[string][]string{"app": {addr}}))
 	c := h3Client(t)
 

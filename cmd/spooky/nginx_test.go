@@ -54,7 +54,14 @@ http {
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "-p", dir, "-c", confPath)
+	serveUntilCleanup(t, exec.Command(bin, "-p", dir, "-c", confPath), addr)
+	return addr
+}
+
+// serveUntilCleanup starts cmd, a server that listens on addr, waits until
+// it accepts connections, and kills it when the test ends.
+func serveUntilCleanup(t *testing.T, cmd *exec.Cmd, addr string) {
+	t.Helper()
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
@@ -67,11 +74,10 @@ http {
 	deadline := time.Now().Add(5 * time.Second)
 	for !tcpOpen(addr) {
 		if time.Now().After(deadline) {
-			t.Fatalf("nginx did not start:\n%s", &out)
+			t.Fatalf("%s did not start:\n%s", filepath.Base(cmd.Path), &out)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return addr
 }
 
 func TestThroughSpookyToNginx(t *testing.T) {

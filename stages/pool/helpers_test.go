@@ -168,52 +168,64 @@ func writePEM(t testing.TB, der []byte) string {
 // shorter than its Content-Length.
 func startRawH2C(t testing.TB, fields []hpack.HeaderField, body string) *backend {
 	return listen(t, func(c net.Conn) {
-		preface := make([]byte, len(http2.ClientPreface))
-		if _, err := io.ReadFull(c, preface); err != nil {
-			return
-		}
-		fr := http2.NewFramer(c, c)
-		fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 		// One encoder per connection: its dynamic table must match the
 		// peer's decoder.
 		var block bytes.Buffer
 		enc := hpack.NewEncoder(&block)
-		if err := fr.WriteSettings(); err != nil {
+		rawH2C(c, func(fr *http2.Framer, req *http2.MetaHeadersFrame) bool {
+			block.Reset()
+			for _, hf := range fields {
+				enc.WriteField(hf)
+			}
+			err := fr.WriteHeaders(http2.HeadersFrameParam{
+				StreamID:      req.StreamID,
+				BlockFragment: block.Bytes(),
+				EndHeaders:    true,
+			})
+			if err == nil {
+				err = fr.WriteData(req.StreamID, true, []byte(body))
+			}
+			return err != nil
+		})
+	})
+}
+
+// rawH2C plays the server side of HTTP/2 on c frame by frame: it answers
+// settings and pings itself and hands each request to answer, until answer
+// reports that it is done or the connection fails.
+func rawH2C(c net.Conn, answer func(fr *http2.Framer, req *http2.MetaHeadersFrame) (done bool)) {
+	preface := make([]byte, len(http2.ClientPreface))
+	if _, err := io.ReadFull(c, preface); err != nil {
+		return
+	}
+	fr := http2.NewFramer(c, c)
+	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	if err := fr.WriteSettings(); err != nil {
+		return
+	}
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
 			return
 		}
-		for {
-			f, err := fr.ReadFrame()
-			if err != nil {
-				return
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				err = fr.WriteSettingsAck()
 			}
-			switch f := f.(type) {
-			case *http2.SettingsFrame:
-				if !f.IsAck() {
-					err = fr.WriteSettingsAck()
-				}
-			case *http2.PingFrame:
-				if !f.IsAck() {
-					err = fr.WritePing(true, f.Data)
-				}
-			case *http2.MetaHeadersFrame:
-				block.Reset()
-				for _, hf := range fields {
-					enc.WriteField(hf)
-				}
-				err = fr.WriteHeaders(http2.HeadersFrameParam{
-					StreamID:      f.StreamID,
-					BlockFragment: block.Bytes(),
-					EndHeaders:    true,
-				})
-				if err == nil {
-					err = fr.WriteData(f.StreamID, true, []byte(body))
-				}
+		case *http2.PingFrame:
+			if !f.IsAck() {
+				err = fr.WritePing(true, f.Data)
 			}
-			if err != nil {
+		case *http2.MetaHeadersFrame:
+			if answer(fr, f) {
 				return
 			}
 		}
-	})
+		if err != nil {
+			return
+		}
+	}
 }
 
 // h2cGroup is an upstream group named name of h2c endpoints.

@@ -655,28 +655,10 @@ func TestForwardResendsWhatAGoAwayLeftUnprocessed(t *testing.T) {
 		}
 		// The first connection refuses its first request with GOAWAY
 		// (last stream ID 0) and closes.
-		preface := make([]byte, len(http2.ClientPreface))
-		if _, err := io.ReadFull(c, preface); err != nil {
-			return
-		}
-		fr := http2.NewFramer(c, c)
-		fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-		fr.WriteSettings()
-		for {
-			f, err := fr.ReadFrame()
-			if err != nil {
-				return
-			}
-			switch f := f.(type) {
-			case *http2.SettingsFrame:
-				if !f.IsAck() {
-					fr.WriteSettingsAck()
-				}
-			case *http2.MetaHeadersFrame:
-				fr.WriteGoAway(0, http2.ErrCodeNo, nil)
-				return
-			}
-		}
+		rawH2C(c, func(fr *http2.Framer, req *http2.MetaHeadersFrame) bool {
+			fr.WriteGoAway(0, http2.ErrCodeNo, nil)
+			return true
+		})
 	})
 	p := newPool(t, testConfig(h2cGroup("g", b.addr)))
 

@@ -1132,12 +1132,7 @@ func TestInitialWindowSizeChange(t *testing.T) {
 	if d := expect[*http2.DataFrame](f); d.Length != 30 || !d.StreamEnded() {
 		t.Fatalf("got %s, want the last 30 bytes", describe(d))
 	}
-	f.respond(h.StreamID, "ok")
-	r := await(t, ch)
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
-	readAll(t, r.resp)
+	respondOK(t, f, ch, h.StreamID)
 }
 
 func TestResponseHeaderContinuation(t *testing.T) {
@@ -1204,12 +1199,7 @@ func TestRequestHeaderContinuation(t *testing.T) {
 	if got != string(big) || frames < 2 {
 		t.Fatalf("x-big: %d bytes in %d frames", len(got), frames)
 	}
-	f.respond(hf.StreamID, "ok")
-	r := await(t, ch)
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
-	readAll(t, r.resp)
+	respondOK(t, f, ch, hf.StreamID)
 }
 
 func TestServerPing(t *testing.T) {
@@ -2107,12 +2097,7 @@ func TestPeerHeaderTableSize(t *testing.T) {
 		if got := h.PseudoValue("path"); got != "/same" {
 			t.Fatalf("request %d: path %q", i, got)
 		}
-		f.respond(h.StreamID, "ok")
-		r := await(t, ch)
-		if r.err != nil {
-			t.Fatal(r.err)
-		}
-		readAll(t, r.resp)
+		respondOK(t, f, ch, h.StreamID)
 	}
 }
 
@@ -2150,4 +2135,16 @@ func TestPeerStopsReading(t *testing.T) {
 	if !eventually(time.Second, c.Closed) {
 		t.Error("connection still open after a write timed out")
 	}
+}
+
+// respondOK has f answer stream id with a 200 and "ok", and checks that
+// the RoundTrip behind ch gets it whole.
+func respondOK(t *testing.T, f *fake, ch <-chan rtResult, id uint32) {
+	t.Helper()
+	f.respond(id, "ok")
+	r := await(t, ch)
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	readAll(t, r.resp)
 }

@@ -45,12 +45,7 @@ func FuzzResponseHead(f *testing.F) {
 		if len(body) > 0 {
 			fk.fr.WriteData(h.StreamID, true, body)
 		}
-		var r rtResult
-		select {
-		case r = <-ch:
-		case <-time.After(5 * time.Second):
-			t.Fatal("RoundTrip hangs")
-		}
+		r := awaitBounded(t, ch)
 		if r.err != nil {
 			if r.resp != nil {
 				t.Fatalf("both a response and an error %v", r.err)
@@ -63,17 +58,7 @@ func FuzzResponseHead(f *testing.F) {
 		if strconv.Itoa(r.resp.StatusCode) != status || r.resp.StatusCode < 200 {
 			t.Errorf("status %q taken as %d", status, r.resp.StatusCode)
 		}
-		read := make(chan error, 1)
-		go func() {
-			_, err := io.Copy(io.Discard, r.resp.Body)
-			read <- err
-		}()
-		select {
-		case <-read:
-		case <-time.After(5 * time.Second):
-			t.Fatal("reading the body hangs")
-		}
-		r.resp.Body.Close()
+		drainBounded(t, r.resp)
 	})
 }
 
@@ -192,18 +177,31 @@ func answerWith(t *testing.T, post bool, raw []byte) {
 	// exchange on a full socket.
 	go io.Copy(io.Discard, fk.nc)
 	fk.nc.Write(raw)
-	var r rtResult
+	if r := awaitBounded(t, ch); r.err == nil {
+		drainBounded(t, r.resp)
+	}
+}
+
+// awaitBounded waits for a RoundTrip's result, failing the test if it
+// hangs.
+func awaitBounded(t *testing.T, ch <-chan rtResult) rtResult {
+	t.Helper()
 	select {
-	case r = <-ch:
+	case r := <-ch:
+		return r
 	case <-time.After(5 * time.Second):
 		t.Fatal("RoundTrip hangs")
+		return rtResult{}
 	}
-	if r.err != nil {
-		return
-	}
+}
+
+// drainBounded reads resp's body to its end, whatever that is, and closes
+// it, failing the test if reading hangs.
+func drainBounded(t *testing.T, resp *http.Response) {
+	t.Helper()
 	read := make(chan struct{})
 	go func() {
-		io.Copy(io.Discard, r.resp.Body)
+		io.Copy(io.Discard, resp.Body)
 		close(read)
 	}()
 	select {
@@ -211,5 +209,5 @@ func answerWith(t *testing.T, post bool, raw []byte) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("reading the body hangs")
 	}
-	r.resp.Body.Close()
+	resp.Body.Close()
 }
