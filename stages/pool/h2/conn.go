@@ -17,7 +17,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net"
 	"os"
@@ -88,20 +87,26 @@ type Conn struct {
 	cfg Config
 	fr  *http2.Framer // read by the read loop, written holding wlock
 
-	// The write side. Frames are written to bw holding wlock and flushed
-	// by flushLoop, which lets other runnable goroutines add theirs first:
-	// requests that arrive together leave in one write(2). wlock is a
-	// channel so that a request can stop waiting for it when its context
-	// ends: a peer that stops reading blocks the write side until
-	// Config.WriteTimeout, and requests must not pile up behind it
-	// meanwhile.
+	// The write side. Frames are appended to wbuf holding wlock; only
+	// flushLoop (and writeNow) write to the socket, holding sockMu, so a
+	// request never waits on a peer that reads slowly or not at all.
+	// flushLoop lets other runnable goroutines add their frames before
+	// it takes wbuf: requests that arrive together leave in one
+	// write(2). wlock is a channel so that a request can stop waiting
+	// for it when its context ends.
 	wlock        chan struct{}
-	bw           *bufio.Writer
+	wbuf         []byte // frames not yet handed to the socket
+	spare        []byte // the buffer of the previous flush, for reuse
 	henc         *hpack.Encoder
 	hbuf         []byte        // HPACK output, reused holding wlock
 	werr         error         // first write error; every later write fails with it
 	flushPending bool          // flushLoop has been asked to flush
 	flushc       chan struct{} // asks flushLoop to flush
+	// drained is closed, and replaced, each time a flush has left the
+	// socket; body senders wait on it while too much is buffered.
+	drained chan struct{}
+	sockMu  sync.Mutex     // held across taking wbuf and writing it
+	sock    deadlineWriter // the socket, each write with a time limit
 
 	mu            sync.Mutex
 	flow          sync.Cond // senders waiting for send window; on mu
@@ -144,7 +149,8 @@ func Handshake(ctx context.Context, nc net.Conn, cfg Config) (*Conn, error) {
 	c := &Conn{
 		nc:            nc,
 		cfg:           cfg,
-		bw:            bufio.NewWriterSize(deadlineWriter{nc, cfg.WriteTimeout}, 64<<10),
+		sock:          deadlineWriter{nc, cfg.WriteTimeout},
+		drained:       make(chan struct{}),
 		streams:       make(map[uint32]*stream),
 		nextID:        1,
 		maxStreams:    defaultMaxStreams,
@@ -158,7 +164,7 @@ func Handshake(ctx context.Context, nc net.Conn, cfg Config) (*Conn, error) {
 		done:          make(chan struct{}),
 	}
 	c.flow.L, c.idle.L = &c.mu, &c.mu
-	c.fr = http2.NewFramer(c.bw, bufio.NewReaderSize(nc, 64<<10))
+	c.fr = http2.NewFramer(frameSink{c}, bufio.NewReaderSize(nc, 64<<10))
 	c.fr.SetMaxReadFrameSize(maxReadFrameSize)
 	c.fr.SetReuseFrames() // a frame is done with before the next is read
 	c.fr.MaxHeaderListSize = maxHeaderListSize
@@ -194,9 +200,7 @@ func Handshake(ctx context.Context, nc net.Conn, cfg Config) (*Conn, error) {
 
 // start exchanges the preface and settings (RFC 9113 §3.4).
 func (c *Conn) start() error {
-	if _, err := io.WriteString(c.bw, http2.ClientPreface); err != nil {
-		return err
-	}
+	c.wbuf = append(c.wbuf, http2.ClientPreface...)
 	c.fr.WriteSettings(
 		http2.Setting{ID: http2.SettingEnablePush, Val: 0},
 		http2.Setting{ID: http2.SettingInitialWindowSize, Val: streamWindow},
@@ -204,7 +208,7 @@ func (c *Conn) start() error {
 		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: maxHeaderListSize},
 	)
 	c.fr.WriteWindowUpdate(0, connWindow-65535)
-	if err := c.bw.Flush(); err != nil {
+	if err := c.flushNow(); err != nil {
 		return err
 	}
 	f, err := c.fr.ReadFrame()
@@ -222,7 +226,7 @@ func (c *Conn) start() error {
 	if err := c.ackSettings(tableSize); err != nil {
 		return err
 	}
-	return c.bw.Flush()
+	return c.flushNow()
 }
 
 // Reserve reserves a stream for one request and reports whether it could:
@@ -392,18 +396,44 @@ func (c *Conn) flushLoop() {
 			return
 		}
 		runtime.Gosched()
-		c.lockWrite()
-		c.flushPending = false
-		if c.werr == nil {
-			c.werr = c.bw.Flush()
-		}
-		err := c.werr
-		<-c.wlock
-		if err != nil {
+		if err := c.flushNow(); err != nil {
 			c.closeWith(err)
 		}
 	}
 }
+
+// flushNow hands what the write side holds to the socket and returns once
+// it has left, or the write failed.
+func (c *Conn) flushNow() error {
+	c.sockMu.Lock()
+	defer c.sockMu.Unlock()
+	c.lockWrite()
+	out := c.wbuf
+	c.wbuf, c.spare = c.spare[:0], nil
+	c.flushPending = false
+	err := c.werr
+	<-c.wlock
+	if err == nil && len(out) > 0 {
+		_, err = c.sock.Write(out)
+	}
+
+	c.lockWrite()
+	if err != nil && c.werr == nil {
+		c.werr = err
+	}
+	if cap(out) <= maxSpare {
+		c.spare = out[:0]
+	}
+	drained := c.drained
+	c.drained = make(chan struct{})
+	<-c.wlock
+	close(drained)
+	return err
+}
+
+// maxSpare is the largest write buffer kept for the next flush; a burst
+// larger than that is left to the collector.
+const maxSpare = 256 << 10
 
 // writeNow writes frames and flushes them before it returns, for frames
 // that go out just before the connection closes.
@@ -412,10 +442,17 @@ func (c *Conn) writeNow(frames func() error) {
 	if c.werr == nil {
 		c.werr = frames()
 	}
-	if c.werr == nil {
-		c.werr = c.bw.Flush()
-	}
 	<-c.wlock
+	c.flushNow()
+}
+
+// frameSink collects the framer's output in wbuf; the framer writes only
+// holding wlock.
+type frameSink struct{ c *Conn }
+
+func (f frameSink) Write(p []byte) (int, error) {
+	f.c.wbuf = append(f.c.wbuf, p...)
+	return len(p), nil
 }
 
 // closeWith ends the connection with err: every stream in flight fails

@@ -2101,10 +2101,10 @@ func TestPeerHeaderTableSize(t *testing.T) {
 	}
 }
 
-// TestPeerStopsReading: a peer that stops reading blocks the write side;
-// a request waiting for it gives up when its context ends rather than when
-// the write fails, and the connection fails after WriteTimeout, failing the
-// request that was writing.
+// TestPeerStopsReading: a peer that stops reading blocks the socket; a
+// request sent meanwhile never waits on the socket itself (it waits for
+// its answer, and gives up when its context ends), and the connection
+// fails after WriteTimeout, failing the upload that filled the socket.
 func TestPeerStopsReading(t *testing.T) {
 	const writeTimeout = 500 * time.Millisecond
 	c, f := startFake(t, Config{WriteTimeout: writeTimeout},
@@ -2127,6 +2127,14 @@ func TestPeerStopsReading(t *testing.T) {
 	}
 	if waited := time.Since(start); waited >= writeTimeout/2 {
 		t.Errorf("request waited %v for a stuck write side; its context ended after 50ms", waited)
+	}
+
+	// The upload waits for the socket rather than piling up in memory.
+	c.lockWrite()
+	held := len(c.wbuf)
+	<-c.wlock
+	if most := maxBuffered + 64<<10 + 9; held > most {
+		t.Errorf("write side holds %d bytes for a socket that is not read; want at most %d", held, most)
 	}
 
 	if r := await(t, upload); !errors.Is(r.err, ErrConnClosed) {

@@ -559,10 +559,21 @@ func (s *stream) writeData(p []byte, end bool) error {
 
 // writeOpen runs frames on the write side if s may still send: neither
 // side has reset it. A frame on a stream the peer has closed is a
-// connection error for some peers (net/http's server among them).
+// connection error for some peers (net/http's server among them). It
+// first waits while the write side holds maxBuffered or more.
 func (s *stream) writeOpen(frames func() error) error {
 	c := s.c
 	c.lockWrite()
+	for c.werr == nil && len(c.wbuf) >= maxBuffered {
+		drained := c.drained
+		<-c.wlock
+		select {
+		case <-drained:
+		case <-c.done:
+			return ErrConnClosed
+		}
+		c.lockWrite()
+	}
 	c.mu.Lock()
 	err := s.sendErr
 	if err == nil && c.streams[s.id] != s {
@@ -578,6 +589,12 @@ func (s *stream) writeOpen(frames func() error) error {
 	}
 	return c.unlockWrite()
 }
+
+// maxBuffered is how much the write side holds for the socket before a
+// body sender waits for a flush to leave: requests never wait on the
+// socket, bodies do, so that a peer that reads slowly holds back uploads
+// rather than memory.
+const maxBuffered = 512 << 10
 
 // awaitWindow waits until s may send and returns how much of want it may
 // send in one frame; zero needs no window.
