@@ -491,24 +491,20 @@ func (c *Conn) readLoop() {
 	defer close(c.done)
 	for {
 		f, err := c.fr.ReadFrame()
-		if err != nil {
-			var se http2.StreamError
-			var ce http2.ConnectionError
-			switch {
-			case errors.As(err, &se):
-				// A malformed frame on one stream: that stream
-				// fails, the connection goes on.
-				c.resetStream(se.StreamID, se.Code, se)
-				continue
-			case errors.As(err, &ce):
-				c.connError(http2.ErrCode(ce), err.Error())
-			default:
-				c.closeWith(err)
-			}
-			return
+		var se http2.StreamError
+		if errors.As(err, &se) {
+			// A malformed frame on one stream: that stream fails, the
+			// connection goes on.
+			c.resetStream(se.StreamID, se.Code, se)
+			continue
 		}
-		c.lastRead.Store(time.Now().UnixNano())
-		if err := c.dispatch(f); err != nil {
+		if err == nil {
+			c.lastRead.Store(time.Now().UnixNano())
+			err = c.dispatch(f)
+		}
+		if err != nil {
+			// A protocol error of the peer's is answered with GOAWAY;
+			// anything else is the socket's end.
 			var ce http2.ConnectionError
 			if errors.As(err, &ce) {
 				c.connError(http2.ErrCode(ce), err.Error())
@@ -682,42 +678,62 @@ func (c *Conn) closeIfDoneLocked() {
 	}
 }
 
-// returnWindow gives n consumed or discarded bytes of connection window
-// back, and m of stream s's (nil for none). WINDOW_UPDATE goes out once a
-// good share of a window is owed, so that a response costs few extra
-// writes, or once more is owed than the peer has left, so that streams
-// whose readers are slow cannot hold up the others for long.
-func (c *Conn) returnWindow(n int64, s *stream, m int64) {
-	c.mu.Lock()
+// windowUpdate is the flow control owed to the peer that is due now.
+type windowUpdate struct {
+	conn, stream int64
+	id           uint32
+}
+
+// giveBackLocked gives n consumed or discarded bytes back to the
+// connection's window, and to s's when s is not nil, and returns the
+// WINDOW_UPDATEs now due: once a good share of a window is owed, so that a
+// response costs few extra writes, or once more is owed than the peer has
+// left, so that streams whose readers are slow cannot hold up the others
+// for long.
+func (c *Conn) giveBackLocked(n int64, s *stream) windowUpdate {
+	if c.closed {
+		return windowUpdate{}
+	}
+	var u windowUpdate
 	c.recvUnsent += n
-	var connInc, streamInc int64
 	if c.recvUnsent >= connRefresh || (c.recvUnsent > 0 && c.recvUnsent >= c.recvAvail) {
-		connInc, c.recvUnsent = c.recvUnsent, 0
-		c.recvAvail += connInc
+		u.conn, c.recvUnsent = c.recvUnsent, 0
+		c.recvAvail += u.conn
 	}
 	if s != nil && !s.recvDone {
-		s.recvUnsent += m
+		s.recvUnsent += n
 		if s.recvUnsent >= streamWindow/2 {
-			streamInc, s.recvUnsent = s.recvUnsent, 0
-			s.recvAvail += streamInc
+			u.stream, u.id, s.recvUnsent = s.recvUnsent, s.id, 0
+			s.recvAvail += u.stream
 		}
 	}
-	closed := c.closed
-	c.mu.Unlock()
-	if closed || connInc+streamInc == 0 {
+	return u
+}
+
+// send writes u's WINDOW_UPDATE frames, if any are due.
+func (u windowUpdate) send(c *Conn) {
+	if u.conn+u.stream == 0 {
 		return
 	}
 	c.write(func() error {
-		if connInc > 0 {
-			if err := c.fr.WriteWindowUpdate(0, uint32(connInc)); err != nil {
+		if u.conn > 0 {
+			if err := c.fr.WriteWindowUpdate(0, uint32(u.conn)); err != nil {
 				return err
 			}
 		}
-		if streamInc > 0 {
-			return c.fr.WriteWindowUpdate(s.id, uint32(streamInc))
+		if u.stream > 0 {
+			return c.fr.WriteWindowUpdate(u.id, uint32(u.stream))
 		}
 		return nil
 	})
+}
+
+// returnWindow is giveBackLocked for a caller that does not hold mu.
+func (c *Conn) returnWindow(n int64, s *stream) {
+	c.mu.Lock()
+	u := c.giveBackLocked(n, s)
+	c.mu.Unlock()
+	u.send(c)
 }
 
 // resetStream fails stream id with err, if this side still has it, and

@@ -35,6 +35,9 @@ var (
 	errBodyClosed = errors.New("h2: response body closed")
 	// errStreamClosed stops a body sender whose stream has ended.
 	errStreamClosed = errors.New("h2: stream closed")
+	// A request body that does not match its Content-Length.
+	errBodyLonger  = errors.New("h2: request body longer than its Content-Length")
+	errBodyShorter = errors.New("h2: request body shorter than its Content-Length")
 )
 
 // stream is one request and its response. Its fields are guarded by c.mu
@@ -219,18 +222,15 @@ func (s *stream) cancel(err error) {
 func (s *stream) finish() error {
 	c := s.c
 	c.mu.Lock()
-	live := c.streams[s.id] == s
-	c.mu.Unlock()
-	if live {
+	if c.streams[s.id] == s {
+		c.mu.Unlock()
 		c.reset(s.id, s, http2.ErrCodeCancel, errBodyClosed)
+		c.mu.Lock()
 	}
-	c.mu.Lock()
 	err := s.err
-	unread := s.data.release()
+	u := c.giveBackLocked(int64(s.data.release()), nil)
 	c.mu.Unlock()
-	if unread > 0 {
-		c.returnWindow(int64(unread), nil, 0)
-	}
+	u.send(c)
 	if s.bodyDone != nil {
 		select {
 		case <-s.bodyDone:
@@ -275,8 +275,9 @@ func (b *body) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	n := s.data.read(p)
+	u := c.giveBackLocked(int64(n), s)
 	c.mu.Unlock()
-	c.returnWindow(int64(n), s, int64(n))
+	u.send(c)
 	return n, nil
 }
 
@@ -391,7 +392,7 @@ func (c *Conn) onData(f *http2.DataFrame) error {
 	if s == nil {
 		err := c.unknownStreamLocked(f.StreamID, "DATA")
 		c.mu.Unlock()
-		c.returnWindow(n, nil, 0)
+		c.returnWindow(n, nil)
 		return err
 	}
 	data := f.Data()
@@ -410,7 +411,7 @@ func (c *Conn) onData(f *http2.DataFrame) error {
 	if reset != nil {
 		c.mu.Unlock()
 		c.reset(s.id, s, code, http2.StreamError{StreamID: s.id, Code: code, Cause: reset})
-		c.returnWindow(n, nil, 0)
+		c.returnWindow(n, nil)
 		return nil
 	}
 	s.recvAvail -= n
@@ -423,7 +424,7 @@ func (c *Conn) onData(f *http2.DataFrame) error {
 	}
 	c.mu.Unlock()
 	if pad := n - int64(len(data)); pad > 0 {
-		c.returnWindow(pad, s, pad)
+		c.returnWindow(pad, s)
 	}
 	return nil
 }
@@ -470,9 +471,9 @@ func (s *stream) sendBody() {
 		switch {
 		case req.ContentLength < 0:
 		case sent+int64(n) > req.ContentLength:
-			err = errors.New("h2: request body longer than its Content-Length")
+			err = errBodyLonger
 		case err == io.EOF && sent+int64(n) < req.ContentLength:
-			err = errors.New("h2: request body shorter than its Content-Length")
+			err = errBodyShorter
 		}
 		if err == nil && req.ContentLength >= 0 && sent+int64(n) == req.ContentLength {
 			// Look for the end now, so that END_STREAM goes on the
@@ -480,7 +481,7 @@ func (s *stream) sendBody() {
 			var m int
 			m, err = req.Body.Read((*bp)[n : n+1])
 			if m > 0 {
-				err = errors.New("h2: request body longer than its Content-Length")
+				err = errBodyLonger
 			}
 		}
 		if err != nil && err != io.EOF {
