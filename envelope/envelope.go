@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"spooky/config"
-	"spooky/stages/upstream"
+	"spooky/upstream"
 )
 
 // Envelope carries one request from the listener to the pool and back.

@@ -14,7 +14,7 @@ import (
 
 	"spooky/config"
 	"spooky/envelope"
-	"spooky/stages/upstream"
+	"spooky/upstream"
 )
 
 // get takes an envelope from the pool and releases it when the test ends.

@@ -9,14 +9,10 @@ package mailbox
 
 import (
 	"context"
-	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
 )
-
-// ErrClosed is returned by Receive once the mailbox is closed and drained.
-var ErrClosed = errors.New("mailbox: closed")
 
 // Mailbox is a bounded data lane of T plus a control lane of C. It is safe
 // for concurrent use by any number of senders and receivers, and it outlives

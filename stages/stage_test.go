@@ -82,7 +82,7 @@ func (h *fakeHandler) Handle(e *envelope.Envelope) {
 
 func (h *fakeHandler) Control(c stages.Control) { h.controls <- c }
 
-// workers is one Pipe.Run call running in the background.
+// workers is one Workers.Run call running in the background.
 type workers struct {
 	cancel context.CancelFunc
 	done   chan error
@@ -94,15 +94,15 @@ func start(t *testing.T, n int, mb *stages.Mailbox, h stages.Handler) *workers {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &workers{cancel: cancel, done: make(chan error, 1)}
-	go func() { w.done <- stages.NewPipe(mb, n).Run(ctx, h) }()
+	go func() { w.done <- stages.NewWorkers(mb, n).Run(ctx, h) }()
 	t.Cleanup(func() { w.stop(t) })
 	return w
 }
 
-// wait waits for Pipe.Run to return by itself.
+// wait waits for Workers.Run to return by itself.
 func (w *workers) wait(t *testing.T) error {
 	t.Helper()
-	w.once.Do(func() { w.err = recv(t, w.done, "Pipe.Run to return") })
+	w.once.Do(func() { w.err = recv(t, w.done, "Workers.Run to return") })
 	return w.err
 }
 
@@ -141,7 +141,7 @@ func TestPipeRunHandsEnvelopesToHandler(t *testing.T) {
 		}
 	}
 	if err := w.stop(t); err != nil {
-		t.Fatalf("Pipe.Run after cancel = %v, want nil", err)
+		t.Fatalf("Workers.Run after cancel = %v, want nil", err)
 	}
 }
 
@@ -172,7 +172,7 @@ func TestPipeRunFinishesExpiredEnvelopes(t *testing.T) {
 		wantStatus int
 		wantErr    error
 	}{
-		{"client went away", cancelled, stages.StatusClientClosed, stages.ErrClientClosed},
+		{"client went away", cancelled, envelope.StatusClientClosed, stages.ErrClientClosed},
 		{"deadline passed", late, http.StatusGatewayTimeout, stages.ErrTimeout},
 	}
 	for _, tt := range tests {
@@ -210,8 +210,8 @@ func TestClientClosedStatusIsNotSent(t *testing.T) {
 	if !stages.FinishExpired(e) {
 		t.Fatal("FinishExpired = false for a cancelled context")
 	}
-	if e.Status != stages.StatusClientClosed {
-		t.Fatalf("Status = %d, want %d", e.Status, stages.StatusClientClosed)
+	if e.Status != envelope.StatusClientClosed {
+		t.Fatalf("Status = %d, want %d", e.Status, envelope.StatusClientClosed)
 	}
 	if rec.Code != http.StatusOK || rec.Body.Len() != 0 {
 		t.Fatalf("BUG(stages/stage.go FinishExpired): status 499 is documented as recorded, never sent, "+
@@ -244,10 +244,10 @@ func TestPipeRunHandlePanic(t *testing.T) {
 
 	err := w.wait(t)
 	if err == nil {
-		t.Fatal("Pipe.Run = nil after Handle panicked, want the panic as an error")
+		t.Fatal("Workers.Run = nil after Handle panicked, want the panic as an error")
 	}
 	if !errors.Is(err, errHandlerBug) || !strings.Contains(err.Error(), "handler panicked") {
-		t.Errorf("Pipe.Run = %v, want it to wrap the panic's error", err)
+		t.Errorf("Workers.Run = %v, want it to wrap the panic's error", err)
 	}
 	if bad.Status != http.StatusBadGateway || !errors.Is(bad.Err, stages.ErrStagePanic) {
 		t.Errorf("panicked envelope: status %d, err %v; want 502, ErrStagePanic", bad.Status, bad.Err)
@@ -319,13 +319,13 @@ func TestPipeRunPanicLeavesQueueToRestart(t *testing.T) {
 				e.Finish(http.StatusOK, nil)
 			})
 			done := make(chan error, 1)
-			go func() { done <- stages.NewPipe(mb, 2).Run(context.Background(), h) }()
+			go func() { done <- stages.NewWorkers(mb, 2).Run(context.Background(), h) }()
 			// Once every goroutine is parked, the worker that panicked has
 			// returned and cancelled the others; let the one holding "held" go on.
 			synctest.Wait()
 			close(holdUntilStopped)
 			if err := <-done; err == nil {
-				t.Fatal("Pipe.Run = nil after a panic")
+				t.Fatal("Workers.Run = nil after a panic")
 			}
 			mu.Lock()
 			defer mu.Unlock()
@@ -338,7 +338,7 @@ func TestPipeRunPanicLeavesQueueToRestart(t *testing.T) {
 	}
 	if taken > 0 {
 		t.Fatalf("BUG(stages/stage.go work / mailbox.Receive): in %d rounds, the surviving worker took %d queued "+
-			"envelopes after another worker panicked; Pipe.Run documents that they stay queued for the restarted "+
+			"envelopes after another worker panicked; Workers.Run documents that they stay queued for the restarted "+
 			"workers. Receive's select picks at random between a ready data lane and a done ctx, and work() does "+
 			"not check ctx before calling Receive", rounds, taken)
 	}
@@ -392,7 +392,7 @@ func TestPipeRunReturnsNilOnCancel(t *testing.T) {
 		mb := newMailbox(1)
 		w := start(t, n, mb, newHandler())
 		if err := w.stop(t); err != nil {
-			t.Fatalf("n=%d: Pipe.Run = %v after cancel, want nil", n, err)
+			t.Fatalf("n=%d: Workers.Run = %v after cancel, want nil", n, err)
 		}
 	}
 }
@@ -408,9 +408,9 @@ func TestPipeRunControlPanic(t *testing.T) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), watchdog)
 		defer cancel()
-		err := stages.NewPipe(mb, 1).Run(ctx, panickyControl{})
+		err := stages.NewWorkers(mb, 1).Run(ctx, panickyControl{})
 		if err == nil || errors.Is(err, context.DeadlineExceeded) {
-			t.Fatalf("Pipe.Run = %v, want the Control panic as an error", err)
+			t.Fatalf("Workers.Run = %v, want the Control panic as an error", err)
 		}
 		return
 	}
@@ -423,7 +423,7 @@ func TestPipeRunControlPanic(t *testing.T) {
 	if err != nil {
 		first, _, _ := strings.Cut(string(out), "\n\n")
 		t.Fatalf("BUG(stages/stage.go work): a panic in Handler.Control is not recovered; it crashes the "+
-			"process instead of coming back from Pipe.Run as an error (%v):\n%s", err, first)
+			"process instead of coming back from Workers.Run as an error (%v):\n%s", err, first)
 	}
 }
 
@@ -449,7 +449,7 @@ func TestPipeTuneResizesWhileRunning(t *testing.T) {
 		inFlight.Add(-1)
 		e.Finish(http.StatusOK, nil)
 	}
-	p := stages.NewPipe(mb, 1)
+	p := stages.NewWorkers(mb, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx, h) }()

@@ -13,9 +13,9 @@ import (
 	"spooky/supervisor"
 )
 
-// pipeStage is a stage as the daemon runs one: a Pipe under a supervisor.
+// pipeStage is a stage as the daemon runs one: a Workers under a supervisor.
 type pipeStage struct {
-	*stages.Pipe
+	*stages.Workers
 	h stages.Handler
 }
 
@@ -36,7 +36,7 @@ func TestSupervisedStagePanicLosesNothing(t *testing.T) {
 		e.Finish(http.StatusOK, nil)
 	}
 	var sup supervisor.Supervisor
-	sup.Add(supervisor.Spec{Name: "stage", Service: pipeStage{stages.NewPipe(mb, 1), h}, Backoff: 20 * time.Millisecond})
+	sup.Add(supervisor.Spec{Name: "stage", Service: pipeStage{stages.NewWorkers(mb, 1), h}, Backoff: 20 * time.Millisecond})
 	queued := make([]*envelope.Envelope, 4)
 	for i := range queued {
 		queued[i] = es.get(context.Background())
@@ -73,7 +73,7 @@ func TestEscalatedStageFinishesItsQueue(t *testing.T) {
 	h := newHandler()
 	h.handle = func(e *envelope.Envelope) { panic("always") }
 	var sup supervisor.Supervisor
-	sup.Add(supervisor.Spec{Name: "stage", Service: pipeStage{stages.NewPipe(mb, 1), h}, Backoff: time.Millisecond, Intensity: 2})
+	sup.Add(supervisor.Spec{Name: "stage", Service: pipeStage{stages.NewWorkers(mb, 1), h}, Backoff: time.Millisecond, Intensity: 2})
 	queued := make([]*envelope.Envelope, 8)
 	for i := range queued {
 		queued[i] = es.get(context.Background())

@@ -27,7 +27,7 @@ func ServeH2C(ln net.Listener, h http.Handler) *http.Server {
 	return srv
 }
 
-// ServeH3 serves h over HTTP/3 on pc with cert (listener.DevCertificate
+// ServeH3 serves h over HTTP/3 on pc with cert (certs.Dev
 // will do) until the returned server is closed. It is the no-proxy
 // reference a benchmark compares spooky against. Closing the server leaves
 // pc open: the caller owns it and closes it after the server.

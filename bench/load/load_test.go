@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"spooky/bench/backend"
-	"spooky/stages/listener"
+	"spooky/certs"
 )
 
 // listenH3 opens what a test HTTP/3 server needs: a loopback UDP socket,
@@ -22,7 +22,7 @@ func listenH3(t *testing.T) (net.PacketConn, tls.Certificate) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pc.Close() })
-	cert, err := listener.DevCertificate()
+	cert, err := certs.Dev()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -88,7 +88,13 @@ func writeConfig(t *testing.T, doc string) string {
 // returns its HTTP/3 base URL and the daemon.
 func startSpooky(t *testing.T, doc string) (string, *daemon) {
 	t.Helper()
-	path := writeConfig(t, doc)
+	return startSpookyFrom(t, writeConfig(t, doc))
+}
+
+// startSpookyFrom runs a daemon on the config file at path until the test
+// ends, and returns its HTTP/3 base URL.
+func startSpookyFrom(t *testing.T, path string) (string, *daemon) {
+	t.Helper()
 	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)

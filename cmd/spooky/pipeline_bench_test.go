@@ -45,7 +45,7 @@ func BenchmarkPipeline(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	end := stages.NewPipe(poolBox, cfg.Stages.Pool.Workers)
+	end := stages.NewWorkers(poolBox, cfg.Stages.Pool.Workers)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { r.Serve(ctx) })

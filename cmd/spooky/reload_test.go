@@ -22,7 +22,7 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 
-	"spooky/stages/listener"
+	"spooky/certs"
 )
 
 // reloadable is a daemon running from a config file the test rewrites.
@@ -35,8 +35,9 @@ type reloadable struct {
 
 func startReloadable(t *testing.T, doc string) *reloadable {
 	t.Helper()
-	url, d := startSpooky(t, doc)
-	return &reloadable{t: t, path: d.control.Path(), d: d, url: url}
+	path := writeConfig(t, doc)
+	url, d := startSpookyFrom(t, path)
+	return &reloadable{t: t, path: path, d: d, url: url}
 }
 
 // reload writes doc over the config file and reloads it, as the file watch
@@ -356,7 +357,7 @@ func TestFileChangesReloadByThemselves(t *testing.T) {
 // localhost to dir, returning their paths and the certificate's serial.
 func writeCertificate(t *testing.T, dir, name string) (certPath, keyPath, serial string) {
 	t.Helper()
-	cert, err := listener.DevCertificate()
+	cert, err := certs.Dev()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,7 +16,7 @@ import (
 	"spooky/config"
 	"spooky/envelope"
 	"spooky/stages"
-	"spooky/stages/upstream"
+	"spooky/upstream"
 )
 
 // group is one upstream group as the balancer runs it.
@@ -35,7 +35,7 @@ type state struct {
 
 // Balancer is the balancing stage.
 type Balancer struct {
-	*stages.Pipe
+	*stages.Workers
 	pool    *stages.Mailbox
 	prober  Prober
 	log     *slog.Logger
@@ -55,7 +55,7 @@ type Balancer struct {
 // New makes a balancer reading inbox and handing on to pool; prober sends
 // the active health checks.
 func New(cfg *config.Config, inbox, pool *stages.Mailbox, prober Prober, log *slog.Logger) (*Balancer, error) {
-	b := &Balancer{Pipe: stages.NewPipe(inbox, cfg.Stages.Balancer.Workers), pool: pool, prober: prober, log: log}
+	b := &Balancer{Workers: stages.NewWorkers(inbox, cfg.Stages.Balancer.Workers), pool: pool, prober: prober, log: log}
 	if err := b.apply(cfg); err != nil {
 		return nil, err
 	}
@@ -168,7 +168,7 @@ func (b *Balancer) Handle(e *envelope.Envelope) {
 		return
 	}
 	e.BeginTry(ep)
-	stages.Forward(b.pool, e)
+	stages.HandOn(b.pool, e)
 }
 
 // atLimit reports whether any endpoint of g was left out by its breaker.

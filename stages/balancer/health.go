@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"spooky/config"
-	"spooky/stages/upstream"
+	"spooky/upstream"
 )
 
 // Prober sends one health check to an endpoint of a group and returns the

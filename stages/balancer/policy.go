@@ -10,7 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"spooky/stages/upstream"
+	"spooky/upstream"
 )
 
 // Pick is what a policy may know of the request it picks for.

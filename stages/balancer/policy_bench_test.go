@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"spooky/stages/upstream"
+	"spooky/upstream"
 )
 
 // benchPool is ten endpoints in steady state: each measured, so peak_ewma

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"spooky/config"
-	"spooky/stages/upstream"
+	"spooky/upstream"
 )
 
 // policyNames lists every policy NewPolicy knows.

@@ -70,13 +70,6 @@ func New(path string, cfg *config.Config, log *slog.Logger) *Control {
 // AddTarget adds a stage that must hear of every new config.
 func (c *Control) AddTarget(t Target) { c.targets = append(c.targets, t) }
 
-// Current is the config in force.
-func (c *Control) Current() *config.Config {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.current
-}
-
 // Status reports the last reload.
 func (c *Control) Status() Status {
 	c.mu.Lock()
@@ -85,7 +78,7 @@ func (c *Control) Status() Status {
 }
 
 // Inspect shows the control plane on /debug/stages; it has no mailbox.
-func (c *Control) Inspect() stages.Info { return stages.Info{Workers: 1} }
+func (c *Control) Inspect() stages.Info { return stages.Info{} }
 
 // Serve reloads on SIGHUP and whenever the file changes, until ctx ends.
 func (c *Control) Serve(ctx context.Context) error {
@@ -230,6 +223,3 @@ func fileSum(path string) string {
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
 }
-
-// Path is the config file this control plane watches.
-func (c *Control) Path() string { return c.path }

@@ -20,6 +20,7 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 
+	"spooky/certs"
 	"spooky/config"
 	"spooky/envelope"
 	"spooky/stages"
@@ -114,7 +115,7 @@ func (l *Listener) loadCertificate(t *config.TLS) error {
 	var cert tls.Certificate
 	var err error
 	if t == nil {
-		cert, err = DevCertificate()
+		cert, err = certs.Dev()
 		if err == nil {
 			l.log.Warn("listen.tls is not set: serving a self-signed development certificate for localhost; clients must skip verification")
 		}
@@ -150,7 +151,7 @@ func (l *Listener) SendControl(_ context.Context, c stages.Control) error {
 			return err
 		}
 	}
-	if cfg.Listen.TLS != nil || !isDevCertificate(l.cert.Load()) {
+	if cfg.Listen.TLS != nil || !certs.IsDev(l.cert.Load()) {
 		if err := l.loadCertificate(cfg.Listen.TLS); err != nil {
 			if moved != nil {
 				moved.close()
@@ -191,12 +192,6 @@ func (l *Listener) move(moved *socket, address string) {
 
 // DrainTimeout is listen.drain_timeout as last configured.
 func (l *Listener) DrainTimeout() time.Duration { return time.Duration(l.drain.Load()) }
-
-// isDevCertificate reports whether cert is one DevCertificate made; a reload
-// that still has no listen.tls keeps it rather than make another.
-func isDevCertificate(cert *tls.Certificate) bool {
-	return cert.Leaf != nil && cert.Leaf.Subject.CommonName == devCommonName
-}
 
 // address is the listen.address in force: the one the current socket was
 // bound for, as the config spells it or as bound.
@@ -275,10 +270,10 @@ func (l *Listener) Close() error {
 	return errors.Join(errs...)
 }
 
-// Inspect shows the requests in flight as the listener's workers: each one
-// holds an http3 handler goroutine.
+// Inspect shows the requests in flight: each one holds an http3 handler
+// goroutine. The listener has no mailbox and no workers of its own.
 func (l *Listener) Inspect() stages.Info {
-	return stages.Info{Workers: int(l.inFlight.Load())}
+	return stages.Info{InFlight: int(l.inFlight.Load())}
 }
 
 // ServeHTTP turns one HTTP/3 request into an envelope, offers it to the

@@ -28,7 +28,7 @@ import (
 	"spooky/config"
 	"spooky/envelope"
 	"spooky/stages"
-	"spooky/stages/upstream"
+	"spooky/upstream"
 )
 
 // okHandler answers every request with 200 "ok".

@@ -20,7 +20,7 @@ import (
 // connections of every endpoint in the configuration; they outlive restarts
 // of Serve and end with Close.
 type Pool struct {
-	*stages.Pipe
+	*stages.Workers
 	balancer *stages.Mailbox // where retries go
 	current  atomic.Pointer[snapshot]
 
@@ -80,7 +80,7 @@ type EndpointStats struct {
 // read; it starts nothing.
 func New(cfg *config.Config, mb, balancer *stages.Mailbox) (*Pool, error) {
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &Pool{Pipe: stages.NewPipe(mb, cfg.Stages.Pool.Workers), balancer: balancer, ctx: ctx, cancel: cancel, retireAfter: defaultRetireAfter}
+	p := &Pool{Workers: stages.NewWorkers(mb, cfg.Stages.Pool.Workers), balancer: balancer, ctx: ctx, cancel: cancel, retireAfter: defaultRetireAfter}
 	if err := p.apply(cfg); err != nil {
 		cancel()
 		return nil, err

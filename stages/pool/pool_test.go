@@ -22,8 +22,9 @@ import (
 	"golang.org/x/net/http2/hpack"
 
 	"spooky/config"
+	"spooky/envelope"
 	"spooky/stages"
-	"spooky/stages/upstream"
+	"spooky/upstream"
 )
 
 func TestForwardGet(t *testing.T) {
@@ -240,8 +241,8 @@ func TestClientGoneBeforeResponse(t *testing.T) {
 	time.AfterFunc(50*time.Millisecond, cancel)
 	req := httptest.NewRequest(http.MethodGet, "http://example.com/slow", nil)
 	r := run(t, p, newEnvelope(ctx, b.addr, req))
-	if r.status != stages.StatusClientClosed || !errors.Is(r.err, stages.ErrClientClosed) {
-		t.Errorf("finished with %d, %v; want %d, %v", r.status, r.err, stages.StatusClientClosed, stages.ErrClientClosed)
+	if r.status != envelope.StatusClientClosed || !errors.Is(r.err, stages.ErrClientClosed) {
+		t.Errorf("finished with %d, %v; want %d, %v", r.status, r.err, envelope.StatusClientClosed, stages.ErrClientClosed)
 	}
 }
 
@@ -317,9 +318,9 @@ func TestClientWriteFailsCancelsUpstream(t *testing.T) {
 	e := newEnvelope(context.Background(), b.addr, httptest.NewRequest(http.MethodGet, "http://example.com/stream", nil))
 	e.Writer = &failingWriter{header: http.Header{}}
 	r := run(t, p, e)
-	if r.status != stages.StatusClientClosed || !errors.Is(r.err, stages.ErrClientClosed) || !r.aborted {
+	if r.status != envelope.StatusClientClosed || !errors.Is(r.err, stages.ErrClientClosed) || !r.aborted {
 		t.Errorf("finished with %d, %v, aborted %v; want %d, %v, aborted",
-			r.status, r.err, r.aborted, stages.StatusClientClosed, stages.ErrClientClosed)
+			r.status, r.err, r.aborted, envelope.StatusClientClosed, stages.ErrClientClosed)
 	}
 	select {
 	case <-canceled:
@@ -523,7 +524,7 @@ func TestClientGoingAwayIsNotAnUpstreamFailure(t *testing.T) {
 	ep := e.Endpoint
 	go func() { <-arrived; cancel() }()
 	r := run(t, p, e)
-	if r.status != stages.StatusClientClosed {
+	if r.status != envelope.StatusClientClosed {
 		t.Fatalf("finished with %d, %v", r.status, r.err)
 	}
 	if st := ep.Stats(time.Now().UnixNano()); st.Failures != 0 || st.InFlight != 0 {
@@ -702,7 +703,7 @@ func TestFailingRequestBodyIsNotAnUpstreamFailure(t *testing.T) {
 			e := newEnvelope(context.Background(), b.addr, req)
 			ep := e.Endpoint
 			r := run(t, p, e)
-			if r.status != stages.StatusClientClosed {
+			if r.status != envelope.StatusClientClosed {
 				t.Fatalf("finished with %d, %v; want 499", r.status, r.err)
 			}
 			if st := ep.Stats(time.Now().UnixNano()); st.Failures != 0 || st.InFlight != 0 {

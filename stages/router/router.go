@@ -13,6 +13,7 @@ import (
 
 	"spooky/config"
 	"spooky/envelope"
+	"spooky/headers"
 	"spooky/stages"
 )
 
@@ -22,20 +23,16 @@ var (
 	ErrConnectForbidden = errors.New("CONNECT is not supported")
 )
 
-// Via is the pseudonym spooky adds to Via (RFC 9110 §7.6.3); the received
-// protocol is HTTP/3, written "3".
-const Via = "3 spooky"
-
 // Router is the routing stage.
 type Router struct {
-	*stages.Pipe
+	*stages.Workers
 	balancer *stages.Mailbox
 	config   atomic.Pointer[config.Config]
 }
 
 // New makes a router reading inbox and handing on to balancer.
 func New(cfg *config.Config, inbox, balancer *stages.Mailbox) *Router {
-	r := &Router{Pipe: stages.NewPipe(inbox, cfg.Stages.Router.Workers), balancer: balancer}
+	r := &Router{Workers: stages.NewWorkers(inbox, cfg.Stages.Router.Workers), balancer: balancer}
 	r.config.Store(cfg)
 	return r
 }
@@ -66,8 +63,8 @@ func (r *Router) Handle(e *envelope.Envelope) {
 	}
 	e.Route = &cfg.Routes[i]
 	e.SetDeadline(e.Arrived.Add(e.Route.Timeout))
-	Normalize(req.Header, e.ClientAddr)
-	stages.Forward(r.balancer, e)
+	headers.ToUpstream(req.Header, e.ClientAddr)
+	stages.HandOn(r.balancer, e)
 }
 
 // Match returns the index of the first route that matches host and path, or
@@ -97,32 +94,3 @@ func hostMatches(pattern, host string) bool {
 		return strings.EqualFold(pattern, host)
 	}
 }
-
-// Normalize prepares request headers for the upstream hop: it strips
-// connection-specific fields and records this hop in X-Forwarded-For,
-// X-Forwarded-Proto and Via. clientAddr is the client's host:port.
-func Normalize(h http.Header, clientAddr string) {
-	stages.StripHopByHop(h)
-	ip := clientAddr
-	if host, _, err := net.SplitHostPort(clientAddr); err == nil {
-		ip = host
-	}
-	if prior := h["X-Forwarded-For"]; len(prior) > 0 {
-		h["X-Forwarded-For"] = []string{strings.Join(prior, ", ") + ", " + ip}
-	} else {
-		h["X-Forwarded-For"] = []string{ip}
-	}
-	h["X-Forwarded-Proto"] = forwardedProto
-	if prior := h["Via"]; len(prior) > 0 {
-		h["Via"] = []string{strings.Join(prior, ", ") + ", " + Via}
-	} else {
-		h["Via"] = viaOnly
-	}
-}
-
-// Header values that never change are shared, not made per request;
-// nothing downstream writes to a header value slice.
-var (
-	forwardedProto = []string{"https"}
-	viaOnly        = []string{Via}
-)

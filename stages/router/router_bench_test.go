@@ -1,7 +1,6 @@
 package router
 
 import (
-	"net/http"
 	"testing"
 
 	"spooky/config"
@@ -16,15 +15,5 @@ func BenchmarkMatch(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		Match(routes, "www.example.com:8443", "/index.html")
-	}
-}
-
-func BenchmarkNormalize(b *testing.B) {
-	h := http.Header{"Accept": {"*/*"}, "User-Agent": {"bench"}, "Te": {"trailers"}}
-	b.ReportAllocs()
-	for b.Loop() {
-		Normalize(h, "192.0.2.1:5000")
-		delete(h, "X-Forwarded-For")
-		delete(h, "Via")
 	}
 }

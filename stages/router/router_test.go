@@ -2,14 +2,13 @@ package router
 
 import (
 	"context"
-	"net/http"
 	"net/http/httptest"
-	"reflect"
 	"testing"
 	"time"
 
 	"spooky/config"
 	"spooky/envelope"
+	"spooky/headers"
 	"spooky/stages"
 )
 
@@ -35,52 +34,6 @@ func TestMatch(t *testing.T) {
 		if got := Match(routes, tc.host, tc.path); got != tc.want {
 			t.Errorf("Match(%q, %q) = %d, want %d", tc.host, tc.path, got, tc.want)
 		}
-	}
-}
-
-func TestNormalize(t *testing.T) {
-	for _, tc := range []struct {
-		name   string
-		in     http.Header
-		client string
-		want   http.Header
-	}{
-		{
-			name:   "first hop",
-			in:     http.Header{"Accept": {"*/*"}},
-			client: "192.0.2.1:5000",
-			want: http.Header{
-				"Accept":            {"*/*"},
-				"X-Forwarded-For":   {"192.0.2.1"},
-				"X-Forwarded-Proto": {"https"},
-				"Via":               {"3 spooky"},
-			},
-		},
-		{
-			name: "later hop, hop-by-hop stripped",
-			in: http.Header{
-				"X-Forwarded-For": {"203.0.113.7", "198.51.100.2"},
-				"Via":             {"1.1 edge"},
-				"Connection":      {"close, X-Private"},
-				"X-Private":       {"secret"},
-				"Keep-Alive":      {"timeout=5"},
-				"Te":              {"trailers"},
-			},
-			client: "[2001:db8::1]:443",
-			want: http.Header{
-				"X-Forwarded-For":   {"203.0.113.7, 198.51.100.2, 2001:db8::1"},
-				"X-Forwarded-Proto": {"https"},
-				"Via":               {"1.1 edge, 3 spooky"},
-				"Te":                {"trailers"},
-			},
-		},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			Normalize(tc.in, tc.client)
-			if !reflect.DeepEqual(tc.in, tc.want) {
-				t.Fatalf("got %v\nwant %v", tc.in, tc.want)
-			}
-		})
 	}
 }
 
@@ -119,7 +72,7 @@ func TestHandle(t *testing.T) {
 	if err != nil || msg.Data != e {
 		t.Fatalf("balancer got %+v, %v", msg, err)
 	}
-	if e.Route.Name != "api" || e.Request.Header.Get("Via") != Via {
+	if e.Route.Name != "api" || e.Request.Header.Get("Via") != headers.Via {
 		t.Fatalf("route %+v headers %v", e.Route, e.Request.Header)
 	}
 	if dl, ok := e.Ctx.Deadline(); !ok || dl.Sub(e.Arrived) != time.Second {

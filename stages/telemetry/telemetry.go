@@ -32,8 +32,8 @@ import (
 	"spooky/stages/balancer"
 	"spooky/stages/control"
 	"spooky/stages/pool"
-	"spooky/stages/upstream"
 	"spooky/supervisor"
+	"spooky/upstream"
 )
 
 // Event is one finished request's figures.

@@ -22,7 +22,7 @@ import (
 	"time"
 
 	"spooky/bench/backend"
-	"spooky/stages/listener"
+	"spooky/certs"
 )
 
 // shutdownGrace bounds how long in-flight requests (a long /sse or /slow)
@@ -88,7 +88,7 @@ func run(listen, h3Addr string) (err error) {
 		}
 		sockets = append(sockets, pc)
 		name := pc.LocalAddr().String()
-		cert, err := listener.DevCertificate()
+		cert, err := certs.Dev()
 		if err != nil {
 			return fmt.Errorf("HTTP/3 on %s: %w", name, err)
 		}

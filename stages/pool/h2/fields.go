@@ -11,7 +11,7 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
-	"spooky/stages"
+	"spooky/headers"
 )
 
 // checkRequest validates req's fields before anything of it is encoded,
@@ -69,7 +69,7 @@ func notSent(name string) bool {
 	case "Host", "Content-Length", "Trailer":
 		return true
 	}
-	return stages.IsHopByHop(name)
+	return headers.IsHopByHop(name)
 }
 
 // writeRequestHeaders encodes req's head and writes it on stream id.
@@ -209,7 +209,7 @@ func header(fields []hpack.HeaderField) (http.Header, error) {
 	values := make([]string, len(fields))
 	for _, f := range fields {
 		key := http.CanonicalHeaderKey(f.Name)
-		if stages.IsHopByHop(key) || key == "Te" {
+		if headers.IsHopByHop(key) || key == "Te" {
 			return nil, fmt.Errorf("connection-specific field %q", f.Name)
 		}
 		if vv, ok := h[key]; ok {

@@ -1,4 +1,8 @@
-package stages
+// Package headers owns the rules for HTTP fields that cross spooky: which
+// connection-specific fields a proxy must not forward, and the fields that
+// record a hop (X-Forwarded-For, X-Forwarded-Proto, Via). It imports nothing
+// of spooky's, so that the HTTP/2 client and the router share one list.
+package headers
 
 import (
 	"net/http"

@@ -17,7 +17,7 @@ import (
 	"spooky/envelope"
 	"spooky/stages"
 	"spooky/stages/pool/h2"
-	"spooky/stages/upstream"
+	"spooky/upstream"
 )
 
 // Errors that end a request at the pool. Their text is what the client reads.
@@ -52,7 +52,7 @@ func (p *Pool) Handle(e *envelope.Envelope) {
 		e.Finish(http.StatusServiceUnavailable, ErrNoEndpoint)
 		return
 	}
-	t := p.forward(e, c, ec)
+	t := p.exchange(e, c, ec)
 	// A client that went away is not the endpoint's fault, whatever the
 	// try's error says; a route timeout is (the endpoint was slow).
 	failed := t.upstreamFailed() && !errors.Is(e.Ctx.Err(), context.Canceled)
@@ -153,7 +153,7 @@ func replayable(e *envelope.Envelope, condition string) bool {
 }
 
 // forward does one try.
-func (p *Pool) forward(e *envelope.Envelope, c *connector, ec *endpointConns) try {
+func (p *Pool) exchange(e *envelope.Envelope, c *connector, ec *endpointConns) try {
 	cc, err := ec.get(e.Ctx, c)
 	if err != nil {
 		return failure(err)
@@ -290,17 +290,17 @@ func respond(e *envelope.Envelope, resp *http.Response, head []byte) (int, error
 	if resp.ContentLength < 0 {
 		rc = http.NewResponseController(e.Writer)
 		if err := flush(rc); err != nil {
-			return stages.StatusClientClosed, stages.ErrClientClosed
+			return envelope.StatusClientClosed, stages.ErrClientClosed
 		}
 	}
 	if len(head) > 0 {
 		if _, err := e.Writer.Write(head); err != nil {
-			return stages.StatusClientClosed, stages.ErrClientClosed
+			return envelope.StatusClientClosed, stages.ErrClientClosed
 		}
 	}
 	if err := copyBody(e.Writer, rc, resp.Body); err != nil {
 		if errors.Is(err, stages.ErrClientClosed) {
-			return stages.StatusClientClosed, err
+			return envelope.StatusClientClosed, err
 		}
 		return http.StatusBadGateway, err
 	}
@@ -369,7 +369,7 @@ func failure(err error) try {
 	case errors.Is(err, h2.ErrRequestBody):
 		// The client's body failed (mostly: the client went away), not
 		// the upstream.
-		return try{status: stages.StatusClientClosed, err: stages.ErrClientClosed}
+		return try{status: envelope.StatusClientClosed, err: stages.ErrClientClosed}
 	case errors.Is(err, ErrNoEndpoint):
 		return try{status: http.StatusServiceUnavailable, err: err}
 	case errors.Is(err, ErrConnectFailed):

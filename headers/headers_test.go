@@ -1,4 +1,4 @@
-package stages_test
+package headers_test
 
 import (
 	"net/http"
@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"spooky/stages"
+	"spooky/headers"
 )
 
 func TestStripHopByHop(t *testing.T) {
@@ -94,7 +94,7 @@ func TestStripHopByHop(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := tt.in.Clone()
-			stages.StripHopByHop(h)
+			headers.StripHopByHop(h)
 			if !reflect.DeepEqual(h, tt.want) {
 				t.Fatalf("StripHopByHop(%v) = %v, want %v", tt.in, h, tt.want)
 			}
@@ -103,7 +103,7 @@ func TestStripHopByHop(t *testing.T) {
 }
 
 func TestStripHopByHopNil(t *testing.T) {
-	stages.StripHopByHop(nil) // must not panic
+	headers.StripHopByHop(nil) // must not panic
 }
 
 var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Upgrade"}
@@ -130,7 +130,7 @@ func FuzzStripHopByHop(f *testing.F) {
 		h.Add("X-End-To-End", "kept")
 		before := h.Clone()
 
-		stages.StripHopByHop(h)
+		headers.StripHopByHop(h)
 
 		for _, name := range hopByHop {
 			if _, ok := h[name]; ok {

@@ -1,4 +1,6 @@
-package listener
+// Package certs makes and recognises the TLS certificates spooky serves
+// when it is given none: a self-signed development certificate.
+package certs
 
 import (
 	"crypto/ecdsa"
@@ -14,11 +16,11 @@ import (
 
 const devCommonName = "spooky dev certificate"
 
-// DevCertificate makes a self-signed certificate, in memory, for localhost,
+// Dev makes a self-signed certificate, in memory, for localhost,
 // 127.0.0.1 and ::1, valid for a day. It is what spooky serves when
 // listen.tls is not set, and what the bench tools serve; no client trusts it
 // without being told to.
-func DevCertificate() (tls.Certificate, error) {
+func Dev() (tls.Certificate, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return tls.Certificate{}, err
@@ -47,4 +49,10 @@ func DevCertificate() (tls.Certificate, error) {
 		return tls.Certificate{}, err
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
+}
+
+// IsDev reports whether cert is one Dev made; a reload that still has no
+// listen.tls keeps it rather than make another.
+func IsDev(cert *tls.Certificate) bool {
+	return cert.Leaf != nil && cert.Leaf.Subject.CommonName == devCommonName
 }
