@@ -1,11 +1,20 @@
-// Package config owns spooky's configuration schema: the typed, immutable
-// Config that every stage reads, its defaults, and the loading and full
-// validation of a YAML file with SPOOKY_ environment overrides.
+// Package config owns spooky's configuration: the typed, immutable Config
+// that every stage reads (config.go); the declaration of every key of the
+// file, with its default and meaning, in one table (keys.go), which
+// README.md's config reference must match; and the loading of a YAML file
+// with SPOOKY_ environment overrides (load.go), decoded and validated in
+// full (decode.go for single values, sections.go for each mapping), every
+// problem reported as an Error naming key, value and what was expected.
+//
+// Fields are named after their keys (AdmissionWait is
+// listen.admission_wait); a key's default and meaning are written in
+// keys.go and nowhere else in code.
 //
 // A Config is never modified after Load returns it; a reload builds a new one.
 package config
 
 import (
+	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"os"
@@ -28,16 +37,16 @@ type Config struct {
 
 // Listen is the client-facing side.
 type Listen struct {
-	// Address is the UDP host:port for HTTP/3. Default "127.0.0.1:8443".
+	// Address is listen.address, the UDP host:port for HTTP/3.
 	Address string
-	// TLS names the certificate and key files. Nil means dev mode: a
-	// self-signed certificate for localhost is made in memory.
+	// TLS is listen.tls, the certificate and key files. Nil means dev
+	// mode: a self-signed certificate for localhost is made in memory.
 	TLS *TLS
-	// AdmissionWait is how long a request may wait for room in the router's
-	// mailbox before it is shed with 503. Default 100ms.
+	// AdmissionWait is listen.admission_wait: how long a request may wait
+	// for room in the router's mailbox before it is shed with 503.
 	AdmissionWait time.Duration
-	// DrainTimeout bounds the graceful stop on SIGTERM/SIGINT: requests
-	// still running after it are cut. Default 15s.
+	// DrainTimeout is listen.drain_timeout. It bounds the graceful stop on
+	// SIGTERM/SIGINT: requests still running after it are cut.
 	DrainTimeout time.Duration
 }
 
@@ -49,18 +58,19 @@ type TLS struct {
 
 // Admin is the loopback debug and metrics server.
 type Admin struct {
-	// Address is the TCP host:port. Default "127.0.0.1:9901".
+	// Address is admin.address, the TCP host:port.
 	Address string
 }
 
 // Log sets the daemon's structured log.
 type Log struct {
-	// Level is debug, info, warn or error. Default info.
+	// Level is log.level: debug, info, warn or error.
 	Level string
 }
 
-// Stage is the tuning of one stage: how many workers read its mailbox and
-// how many envelopes the mailbox holds.
+// Stage is the tuning of one stage, stages.<name>: how many workers read its
+// mailbox and how many envelopes the mailbox holds. Each stage has its own
+// defaults.
 type Stage struct {
 	Workers int
 	Queue   int
@@ -76,43 +86,43 @@ type Stages struct {
 
 // Route sends matching requests to an upstream group.
 type Route struct {
-	// Name labels the route in metrics and logs. Default host+path_prefix,
-	// e.g. "*/api".
+	// Name labels the route in metrics and logs. Left out, it is
+	// host+path_prefix, e.g. "*/api".
 	Name     string
 	Match    Match
 	Upstream string
 	// Timeout bounds the whole exchange, from arrival to the last response
-	// byte, every retry included. Default 30s.
+	// byte, every retry included.
 	Timeout time.Duration
 	Retries Retries
 }
 
-// Match selects requests. Empty fields match everything.
+// Match selects requests.
 type Match struct {
 	// Host is an exact host name (port ignored, case-insensitive), a
-	// "*.example.com" suffix wildcard, or "*" for any. Default "*".
+	// "*.example.com" suffix wildcard, or "*" for any.
 	Host string
-	// PathPrefix matches the request path by prefix. Default "/".
+	// PathPrefix matches the request path by prefix.
 	PathPrefix string
 }
 
 // Upstream is one group of interchangeable backends.
 type Upstream struct {
 	Name string
-	// Policy picks an endpoint for each request. Default round_robin.
+	// Policy picks an endpoint for each request: one of Policies.
 	Policy string
 	// Protocol is h2c (HTTP/2 over cleartext TCP with prior knowledge) or
-	// h2 (HTTP/2 over TLS). Default h2c.
+	// h2 (HTTP/2 over TLS).
 	Protocol string
 	// TLS configures h2 upstreams; ignored for h2c.
 	TLS UpstreamTLS
-	// ConnectTimeout bounds dialing one connection. Default 2s.
+	// ConnectTimeout bounds dialing one connection.
 	ConnectTimeout time.Duration
 	// Endpoints lists the group's backends. For the fallback policy they
 	// come from Groups instead, in priority order, each with its Priority.
 	Endpoints []Endpoint
 	// HashOn says what ring_hash and maglev hash: header:NAME, cookie:NAME,
-	// query:NAME, client_ip, path or authority. Default client_ip.
+	// query:NAME, client_ip, path or authority.
 	HashOn HashOn
 	// Health configures active health checks; nil means none.
 	Health *Health
@@ -135,18 +145,17 @@ type HashOn struct {
 type Health struct {
 	// Path is requested with GET. Required.
 	Path string
-	// Interval between checks of one endpoint, with ±10% jitter. Default 5s.
+	// Interval between checks of one endpoint, with ±10% jitter.
 	Interval time.Duration
-	// Timeout bounds one check. Default 1s.
+	// Timeout bounds one check.
 	Timeout time.Duration
 	// Healthy is how many passes in a row make an unhealthy endpoint
-	// healthy again. Default 2.
+	// healthy again.
 	Healthy int
 	// Unhealthy is how many failures in a row take an endpoint out.
-	// Default 3.
 	Unhealthy int
-	// ExpectedStatus is the range of passing statuses, e.g. "200-399"
-	// (the default) or "204".
+	// StatusMin and StatusMax bound the passing statuses, both included:
+	// expected_status, a range such as "200-399" or one status, "204".
 	StatusMin, StatusMax int
 }
 
@@ -154,45 +163,44 @@ type Health struct {
 // counts as a failure.
 type Outlier struct {
 	// ConsecutiveFailures ejects an endpoint after that many failures in a
-	// row. Default 5; 0 turns ejection off.
+	// row; 0 turns ejection off.
 	ConsecutiveFailures int
 	// BaseEjection is the first ejection's length; the nth lasts n times
-	// as long. Default 30s.
+	// as long.
 	BaseEjection time.Duration
 	// MaxEjectionPercent caps the share of a group out at once (at least
 	// one endpoint may always be ejected, in a group of two or more).
-	// Default 50.
 	MaxEjectionPercent int
 }
 
-// Limits is the per-endpoint circuit breaker. Zero means no limit.
+// Limits is the per-endpoint circuit breaker.
 type Limits struct {
-	// MaxRequests caps requests in flight to one endpoint.
+	// MaxRequests caps requests in flight to one endpoint; 0 means no cap.
 	MaxRequests int
 	// MaxPending allows that many more to be picked while waiting for a
 	// stream or connection. An endpoint at MaxRequests+MaxPending is
-	// skipped; when every endpoint is, the client gets 503.
+	// skipped; when every endpoint is, the client gets 503. It counts only
+	// when MaxRequests does.
 	MaxPending int
 }
 
 // RetryBudget bounds retries in flight to a group: at most Percent of its
 // active requests, but always at least MinConcurrency.
 type RetryBudget struct {
-	Percent        int // default 20
-	MinConcurrency int // default 3
+	Percent        int
+	MinConcurrency int
 }
 
 // Retries is a route's retry policy.
 type Retries struct {
-	// Attempts is the number of tries in all, the first included.
-	// Default 1: no retries.
+	// Attempts is the number of tries in all, the first included; 1 means
+	// no retries.
 	Attempts int
 	// PerTryTimeout bounds one try until its response headers; 0 means
 	// only the route timeout applies.
 	PerTryTimeout time.Duration
-	// On lists the failures that may be retried: connect-failure,
-	// refused-stream, reset-before-response, 502, 503, 504, 425.
-	// Default connect-failure and refused-stream.
+	// On lists the failures that may be retried, each one of
+	// RetryConditions.
 	On []string
 }
 
@@ -206,31 +214,19 @@ type UpstreamTLS struct {
 	// ServerName overrides the name checked in the certificate. Empty means
 	// the endpoint's host.
 	ServerName string
-	// InsecureSkipVerify turns off certificate checks. Default false; only
-	// for tests and labs.
+	// InsecureSkipVerify turns off certificate checks; only for tests and
+	// labs.
 	InsecureSkipVerify bool
 }
 
 // Endpoint is one backend address.
 type Endpoint struct {
 	Address string
-	// Weight is the endpoint's share for weighted policies. Default 1.
+	// Weight is the endpoint's share for weighted policies.
 	Weight int
 	// Priority is the endpoint's fallback group: 0 for the first.
 	Priority int
 }
-
-// Default values, named so that docs and code agree.
-const (
-	DefaultListenAddress  = "127.0.0.1:8443"
-	DefaultAdminAddress   = "127.0.0.1:9901"
-	DefaultAdmissionWait  = 100 * time.Millisecond
-	DefaultDrainTimeout   = 15 * time.Second
-	DefaultRouteTimeout   = 30 * time.Second
-	DefaultConnectTimeout = 2 * time.Second
-	DefaultPolicy         = "round_robin"
-	DefaultProtocol       = "h2c"
-)
 
 // Policies lists the balancing policies this build knows.
 var Policies = []string{"round_robin", "weighted_round_robin", "random", "weighted_random", "least_request", "peak_ewma", "ring_hash", "maglev", "fallback"}
@@ -241,13 +237,9 @@ var Protocols = []string{"h2c", "h2"}
 // LogLevels lists the accepted log.level values.
 var LogLevels = []string{"debug", "info", "warn", "error"}
 
-func defaultStages() Stages {
-	return Stages{
-		Router:    Stage{Workers: 2, Queue: 1024},
-		Balancer:  Stage{Workers: 2, Queue: 1024},
-		Pool:      Stage{Workers: 1024, Queue: 4096},
-		Telemetry: Stage{Workers: 1, Queue: 4096},
-	}
+// Load reads the certificate and key files.
+func (t *TLS) Load() (tls.Certificate, error) {
+	return tls.LoadX509KeyPair(t.Cert, t.Key)
 }
 
 // RootCAs reads the CA file into a pool. It returns nil, nil when no CA file

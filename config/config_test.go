@@ -97,11 +97,11 @@ func TestMinimalConfigGetsDefaults(t *testing.T) {
 		name      string
 		got, want any
 	}{
-		{"listen.address", c.Listen.Address, config.DefaultListenAddress},
+		{"listen.address", c.Listen.Address, "127.0.0.1:8443"},
 		{"listen.tls", c.Listen.TLS, (*config.TLS)(nil)},
-		{"listen.admission_wait", c.Listen.AdmissionWait, config.DefaultAdmissionWait},
-		{"listen.drain_timeout", c.Listen.DrainTimeout, config.DefaultDrainTimeout},
-		{"admin.address", c.Admin.Address, config.DefaultAdminAddress},
+		{"listen.admission_wait", c.Listen.AdmissionWait, 100 * time.Millisecond},
+		{"listen.drain_timeout", c.Listen.DrainTimeout, 15 * time.Second},
+		{"admin.address", c.Admin.Address, "127.0.0.1:9901"},
 		{"log.level", c.Log.Level, "info"},
 		{"stages.router", c.Stages.Router, config.Stage{Workers: 2, Queue: 1024}},
 		{"stages.balancer", c.Stages.Balancer, config.Stage{Workers: 2, Queue: 1024}},
@@ -119,7 +119,7 @@ func TestMinimalConfigGetsDefaults(t *testing.T) {
 		}{
 			{"routes[0].match", r.Match, config.Match{Host: "*", PathPrefix: "/"}},
 			{"routes[0].upstream", r.Upstream, "app"},
-			{"routes[0].timeout", r.Timeout, config.DefaultRouteTimeout},
+			{"routes[0].timeout", r.Timeout, 30 * time.Second},
 			{"routes[0].name", r.Name, "*/"},
 		}...)
 	}
@@ -129,9 +129,9 @@ func TestMinimalConfigGetsDefaults(t *testing.T) {
 			got, want any
 		}{
 			{"upstreams.app.name", u.Name, "app"},
-			{"upstreams.app.policy", u.Policy, config.DefaultPolicy},
-			{"upstreams.app.protocol", u.Protocol, config.DefaultProtocol},
-			{"upstreams.app.connect_timeout", u.ConnectTimeout, config.DefaultConnectTimeout},
+			{"upstreams.app.policy", u.Policy, "round_robin"},
+			{"upstreams.app.protocol", u.Protocol, "h2c"},
+			{"upstreams.app.connect_timeout", u.ConnectTimeout, 2 * time.Second},
 			{"upstreams.app.tls", u.TLS, config.UpstreamTLS{}},
 			{"upstreams.app.endpoints", u.Endpoints, []config.Endpoint{{Address: "127.0.0.1:9001", Weight: 1}}},
 		}...)
@@ -332,6 +332,62 @@ func TestInvalidConfigs(t *testing.T) {
 			[]string{"listen.tls.key", "missing", "want a PEM private key file"}},
 		{"tls key without cert", with("listen: { tls: { key: " + key + " } }\n"),
 			[]string{"listen.tls.cert", "missing", "want a PEM certificate file"}},
+		{"section not a mapping", with("listen: 8443\n"),
+			[]string{"listen:", `"8443"`, "want a mapping"}},
+		{"stage not a mapping", with("stages: { pool: 4 }\n"),
+			[]string{"stages.pool:", `"4"`, "want a mapping"}},
+		{"unknown stage key", with("stages: { pool: { worker: 4 } }\n"),
+			[]string{"stages.pool.worker", "unknown key", "want one of workers, queue"}},
+		{"unknown route key", "routes:\n  - { upstream: app, matcher: {} }\nupstreams:\n  app:\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n",
+			[]string{"routes[0].matcher", "unknown key", "want one of name, match, upstream, timeout, retries"}},
+		{"unknown endpoint key", upstream("    endpoints: [{address: \"127.0.0.1:9001\", wieght: 2}]\n"),
+			[]string{"upstreams.app.endpoints[0].wieght", "unknown key", "want one of address, weight"}},
+		{"unknown health key", upstream("    health: { path: /h, every: 5s }\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n"),
+			[]string{"upstreams.app.health.every", "unknown key", "want one of path, interval"}},
+		{"upstreams a list", "routes:\n  - upstream: app\nupstreams: [app]\n",
+			[]string{"upstreams:", `"[app]"`, "want a mapping of group name to upstream group"}},
+		{"route not a mapping", "routes: [app]\nupstreams:\n  app:\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n",
+			[]string{"routes[0]:", `"app"`, "want a mapping"}},
+		{"group not a mapping", "routes:\n  - upstream: app\nupstreams:\n  app: 5\n",
+			[]string{"upstreams.app:", `"5"`, "want a mapping"}},
+		{"endpoint not a mapping", upstream("    endpoints: [\"127.0.0.1:9001\"]\n"),
+			[]string{"upstreams.app.endpoints[0]:", `"127.0.0.1:9001"`, "want a mapping"}},
+		{"hash_on name on a nameless source", upstream("    hash_on: client_ip:x\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n"),
+			[]string{"upstreams.app.hash_on", `"client_ip:x"`, "want header:NAME"}},
+		{"health healthy 0", upstream("    health: { path: /h, healthy: 0 }\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n"),
+			[]string{"upstreams.app.health.healthy", `"0"`, "want a whole number of at least 1"}},
+		{"health interval no unit", upstream("    health: { path: /h, interval: 5 }\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n"),
+			[]string{"upstreams.app.health.interval", `"5"`, "want a positive duration"}},
+		{"health without path", upstream("    health: { interval: 5s }\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n"),
+			[]string{"upstreams.app.health.path", "missing", "want a path starting with /"}},
+		{"expected_status out of range", upstream("    health: { path: /h, expected_status: 200-600 }\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n"),
+			[]string{"upstreams.app.health.expected_status", `"200-600"`, "want a status or range"}},
+		{"expected_status not a number", upstream("    health: { path: /h, expected_status: ok }\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n"),
+			[]string{"upstreams.app.health.expected_status", `"ok"`, "want a status or range"}},
+		{"negative consecutive_failures", upstream("    outlier: { consecutive_failures: -1 }\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n"),
+			[]string{"upstreams.app.outlier.consecutive_failures", `"-1"`, "want a whole number of at least 0"}},
+		{"bad base_ejection", upstream("    outlier: { base_ejection: soon }\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n"),
+			[]string{"upstreams.app.outlier.base_ejection", `"soon"`, "want a positive duration"}},
+		{"retry_budget percent over 100", upstream("    retry_budget: { percent: 101 }\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n"),
+			[]string{"upstreams.app.retry_budget.percent", `"101"`, "want a percentage from 0 to 100"}},
+		{"fallback with endpoints", upstream("    policy: fallback\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n    groups: [[{address: \"127.0.0.1:9002\"}]]\n"),
+			[]string{"upstreams.app.endpoints", "(set)", "want groups (a list of endpoint lists) with policy fallback"}},
+		{"fallback empty group", upstream("    policy: fallback\n    groups: [[{address: \"127.0.0.1:9001\"}], []]\n"),
+			[]string{"upstreams.app.groups[1]", `"[]"`, "want a list of at least one endpoint"}},
+		{"endpoint in two fallback groups", upstream("    policy: fallback\n    groups: [[{address: \"127.0.0.1:9001\"}], [{address: \"127.0.0.1:9001\"}]]\n"),
+			[]string{"upstreams.app.groups[1][0].address", `"127.0.0.1:9001"`, "want an address not already listed"}},
+		{"fallback group endpoint weight 0", upstream("    policy: fallback\n    groups: [[{address: \"127.0.0.1:9001\", weight: 0}]]\n"),
+			[]string{"upstreams.app.groups[0][0].weight", `"0"`, "want a whole number of at least 1"}},
+		{"retries.on not a list", "routes:\n  - upstream: app\n    retries: { on: 503 }\nupstreams:\n  app:\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n",
+			[]string{"routes[0].retries.on", `"503"`, "want a list of connect-failure"}},
+		{"bad per_try_timeout", "routes:\n  - upstream: app\n    retries: { per_try_timeout: 0s }\nupstreams:\n  app:\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n",
+			[]string{"routes[0].retries.per_try_timeout", `"0s"`, "want a positive duration"}},
+		{"route name not a string", "routes:\n  - { upstream: app, name: [a] }\nupstreams:\n  app:\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n",
+			[]string{"routes[0].name", `"[a]"`, "want a string"}},
+		{"empty match host", "routes:\n  - { upstream: app, match: { host: \"\" } }\nupstreams:\n  app:\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n",
+			[]string{"routes[0].match.host", `""`, `want "*", an exact host`}},
+		{"drain_timeout not a duration", with("listen: { drain_timeout: [1] }\n"),
+			[]string{"listen.drain_timeout", `"[1]"`, "want a positive duration"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -489,6 +545,9 @@ func FuzzLoad(f *testing.F) {
 	f.Add("listen: { tls: { cert: /nonexistent, key: /nonexistent } }\n" + minimal)
 	f.Add("a: &x [*x]\n")
 	f.Add("upstreams: [\n")
+	f.Add("routes: [app, {upstream: app, retries: {on: ~, attempts: \"2\"}}]\nupstreams:\n  app: 5\n")
+	f.Add("routes:\n  - upstream: app\nupstreams:\n  app:\n    policy: fallback\n    health: { path: /h, expected_status: 204 }\n    groups: [[{address: \":1\"}], [{address: \":1\", weight: \"2\"}], []]\n")
+	f.Add("stages: { pool: { workers: \"  8 \" }, cache: {} }\nlog: { level: ~ }\n" + minimal)
 	f.Fuzz(func(t *testing.T, doc string) {
 		c, err := load(t, doc)
 		if (c == nil) == (err == nil) {
@@ -538,7 +597,7 @@ func TestErrorOrderIsStable(t *testing.T) {
 	}
 	for range 20 {
 		if _, err := load(t, doc); err == nil || err.Error() != first.Error() {
-			t.Fatalf("BUG(config/load.go decoder.stages): the same file gave problems in a different order:\n%v\nthen\n%v\n"+
+			t.Fatalf("BUG(config/sections.go decoder.stages): the same file gave problems in a different order:\n%v\nthen\n%v\n"+
 				"(stages are walked by ranging over a map, so their errors come out in random order)", first, err)
 		}
 	}

@@ -1,0 +1,250 @@
+package config
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// key declares one configuration key: where it sits in the file, what it is
+// when the file leaves it out, and what it means.
+type key struct {
+	// path names the key with dots between levels, "[]" after a list,
+	// "<name>" for a name the operator chooses (an upstream group) and
+	// "<a|b|c>" for one of a fixed set of names (the stages).
+	path string
+	// def is the default, written as a file would write it; the loader
+	// reads a left-out key's def exactly as it reads the file's values, so
+	// a default passes the same checks. "[a, b]" is a list. A path with
+	// "<a|b|c>" has one default per name, in that order, separated by ", ".
+	// Empty when the key has no default.
+	def string
+	// unset says what leaving out a key without a default means: "required",
+	// "no checks", "system roots". It stands in the README's default column.
+	unset string
+	// doc is the key's meaning: one line of Markdown, the README's meaning
+	// column.
+	doc string
+}
+
+// keys declares every key of the file, in the order of the config reference
+// in README.md. It is the only place a default is written: the loader takes
+// left-out keys' defaults from here, a mapping in the file may hold only the
+// keys declared under it here, and a test holds README.md's table to it.
+var keys = []key{
+	{path: "listen.address", def: "127.0.0.1:8443",
+		doc: "UDP host:port for HTTP/3"},
+	{path: "listen.tls.cert", unset: "unset: dev certificate",
+		doc: "PEM certificate chain; without `listen.tls` spooky makes a self-signed certificate for localhost in memory"},
+	{path: "listen.tls.key", unset: "unset: dev certificate",
+		doc: "PEM private key of `listen.tls.cert`"},
+	{path: "listen.admission_wait", def: "100ms",
+		doc: "how long a request may wait for room in the router's mailbox before a `503`"},
+	{path: "listen.drain_timeout", def: "15s",
+		doc: "on SIGTERM/SIGINT, how long in-flight requests may run on"},
+	{path: "admin.address", def: "127.0.0.1:9901",
+		doc: "TCP host:port of the admin server (`/debug/stages`, `/debug/config`, `/metrics`, `/debug/pprof/`)"},
+	{path: "log.level", def: "info",
+		doc: "`debug`, `info`, `warn` or `error`"},
+	{path: "stages.<router|balancer|pool|telemetry>.workers", def: "2, 2, 1024, 1",
+		doc: "goroutines reading the stage's mailbox; a pool worker holds one request for its whole exchange, so `pool.workers` bounds requests in flight upstream"},
+	{path: "stages.<router|balancer|pool|telemetry>.queue", def: "1024, 1024, 4096, 4096",
+		doc: "the stage's mailbox capacity"},
+	{path: "routes[].name", unset: "host + path_prefix",
+		doc: "label in metrics"},
+	{path: "routes[].match.host", def: "*",
+		doc: "`*`, an exact host, or `*.example.com`; port ignored, case-insensitive"},
+	{path: "routes[].match.path_prefix", def: "/",
+		doc: "request path prefix; the first matching route wins, in file order"},
+	{path: "routes[].upstream", unset: "required",
+		doc: "an upstream group name"},
+	{path: "routes[].timeout", def: "30s",
+		doc: "bounds the whole exchange, every retry included, from arrival to the last byte → `504`"},
+	{path: "routes[].retries.attempts", def: "1",
+		doc: "tries in all, the first included (1: no retry)"},
+	{path: "routes[].retries.per_try_timeout", unset: "none",
+		doc: "bounds one try until its response headers; a try that runs out may be retried (`504` condition)"},
+	{path: "routes[].retries.on", def: "[connect-failure, refused-stream]",
+		doc: "which failures are retried: `connect-failure`, `refused-stream`, `reset-before-response`, `502`, `503`, `504`, `425`"},
+	{path: "upstreams.<name>.policy", def: "round_robin",
+		doc: "`round_robin`, `weighted_round_robin` (smooth, nginx-style), `random`, `weighted_random`, `least_request` (power of two choices, weight-aware), `peak_ewma` (latency × load, unmeasured endpoints first), `ring_hash`, `maglev`, `fallback`"},
+	{path: "upstreams.<name>.hash_on", def: "client_ip",
+		doc: "key for `ring_hash`/`maglev`: `header:NAME`, `cookie:NAME`, `query:NAME`, `client_ip`, `path`, `authority`; a request without it is balanced round robin"},
+	{path: "upstreams.<name>.groups", unset: "—",
+		doc: "`fallback` only, instead of `endpoints`: a list of priority groups, each a list of endpoints; a group takes traffic only while every group before it has no available endpoint"},
+	{path: "upstreams.<name>.health.path", unset: "no checks",
+		doc: "active health check: `GET path` over the pool's own HTTP/2 connections"},
+	{path: "upstreams.<name>.health.interval", def: "5s",
+		doc: "between checks of one endpoint (±10% jitter)"},
+	{path: "upstreams.<name>.health.timeout", def: "1s",
+		doc: "bound on one check"},
+	{path: "upstreams.<name>.health.healthy", def: "2",
+		doc: "passes in a row that bring an unhealthy endpoint back"},
+	{path: "upstreams.<name>.health.unhealthy", def: "3",
+		doc: "failures in a row that take an endpoint out"},
+	{path: "upstreams.<name>.health.expected_status", def: "200-399",
+		doc: "passing status or range"},
+	{path: "upstreams.<name>.outlier.consecutive_failures", def: "5",
+		doc: "5xx, connect errors and resets in a row that eject an endpoint; `0` turns ejection off"},
+	{path: "upstreams.<name>.outlier.base_ejection", def: "30s",
+		doc: "the nth ejection lasts n × this"},
+	{path: "upstreams.<name>.outlier.max_ejection_percent", def: "50",
+		doc: "cap on the share of a group ejected at once (one may always go, unless it is the group's only endpoint)"},
+	{path: "upstreams.<name>.limits.max_requests", def: "0",
+		doc: "circuit breaker per endpoint (`0`: none): an endpoint with `max_requests + max_pending` requests picked and not finished is skipped; none left → `503`"},
+	{path: "upstreams.<name>.limits.max_pending", def: "0",
+		doc: "requests picked beyond `max_requests` that may wait for a stream or connection; only with `max_requests`"},
+	{path: "upstreams.<name>.retry_budget.percent", def: "20",
+		doc: "retries in flight to a group are capped at `percent` of its requests in flight, but at least `min_concurrency`"},
+	{path: "upstreams.<name>.retry_budget.min_concurrency", def: "3",
+		doc: "retries in flight to a group that `percent` never forbids"},
+	{path: "upstreams.<name>.protocol", def: "h2c",
+		doc: "`h2c` (HTTP/2 cleartext, prior knowledge) or `h2` (HTTP/2 over TLS)"},
+	{path: "upstreams.<name>.connect_timeout", def: "2s",
+		doc: "bound on dialing one upstream connection"},
+	{path: "upstreams.<name>.tls.ca", unset: "system roots",
+		doc: "PEM CA file for `h2` upstreams"},
+	{path: "upstreams.<name>.tls.server_name", unset: "endpoint host",
+		doc: "name checked in the upstream certificate"},
+	{path: "upstreams.<name>.tls.insecure_skip_verify", def: "false",
+		doc: "skip certificate checks (labs only)"},
+	{path: "upstreams.<name>.endpoints[].address", unset: "required",
+		doc: "host:port"},
+	{path: "upstreams.<name>.endpoints[].weight", def: "1",
+		doc: "share for weighted policies and hash rings"},
+}
+
+// DefaultPolicy and DefaultRouteTimeout are the declared defaults of
+// upstreams.<name>.policy and routes[].timeout, for code that builds a
+// Config by hand.
+var (
+	DefaultPolicy       = mustDefault("upstreams.<name>.policy").(string)
+	DefaultRouteTimeout = mustDuration(mustDefault("routes[].timeout").(string))
+)
+
+// lookup finds the key declared at path. The path names list items "[]"
+// and upstream groups "<name>", as keys does, but a stage by its own name:
+// "stages.pool.workers". It returns the key's default for that path as the
+// loader reads it (a string, or a []any for a list), nil when there is none.
+func lookup(path string) (def any, ok bool) {
+	segs := strings.Split(path, ".")
+	for _, k := range keys {
+		ksegs := strings.Split(k.path, ".")
+		if len(ksegs) != len(segs) {
+			continue
+		}
+		alt, match := -1, true
+		for i, s := range ksegs {
+			if a, ok := alternative(s, segs[i]); ok {
+				alt = a
+				continue
+			}
+			if s != segs[i] {
+				match = false
+				break
+			}
+		}
+		if !match {
+			continue
+		}
+		d := k.def
+		if alt >= 0 {
+			d = strings.Split(d, ", ")[alt]
+		}
+		return parseDefault(d), true
+	}
+	return nil, false
+}
+
+// alternative reports whether seg is one of the names of a "<a|b|c>"
+// segment, and which.
+func alternative(pattern, seg string) (int, bool) {
+	names, ok := alternatives(pattern)
+	if !ok {
+		return 0, false
+	}
+	i := slices.Index(names, seg)
+	return i, i >= 0
+}
+
+// alternatives splits a "<a|b|c>" segment into its names.
+func alternatives(seg string) ([]string, bool) {
+	if !strings.HasPrefix(seg, "<") || !strings.HasSuffix(seg, ">") || !strings.Contains(seg, "|") {
+		return nil, false
+	}
+	return strings.Split(seg[1:len(seg)-1], "|"), true
+}
+
+// children lists, in the order of keys, the names a mapping at path may
+// hold: the next level of every key declared below it, with a "<a|b|c>"
+// level spelled out and the "[]" of a list left off.
+func children(path string) []string {
+	var segs []string
+	if path != "" {
+		segs = strings.Split(path, ".")
+	}
+	var names []string
+	for _, k := range keys {
+		ksegs := strings.Split(k.path, ".")
+		if len(ksegs) <= len(segs) {
+			continue
+		}
+		match := true
+		for i, s := range segs {
+			if _, ok := alternative(ksegs[i], s); !ok && ksegs[i] != s {
+				match = false
+				break
+			}
+		}
+		if !match {
+			continue
+		}
+		next := []string{strings.TrimSuffix(ksegs[len(segs)], "[]")}
+		if alts, ok := alternatives(next[0]); ok {
+			next = alts
+		}
+		for _, n := range next {
+			if !slices.Contains(names, n) {
+				names = append(names, n)
+			}
+		}
+	}
+	return names
+}
+
+// parseDefault turns a declared default into the value a file would give:
+// "" is none, "[a, b]" a list, anything else a string.
+func parseDefault(def string) any {
+	if def == "" {
+		return nil
+	}
+	if inner, ok := strings.CutPrefix(def, "["); ok {
+		if inner, ok = strings.CutSuffix(inner, "]"); ok {
+			var list []any
+			for item := range strings.SplitSeq(inner, ",") {
+				if item = strings.TrimSpace(item); item != "" {
+					list = append(list, item)
+				}
+			}
+			return list
+		}
+	}
+	return def
+}
+
+func mustDefault(path string) any {
+	def, ok := lookup(path)
+	if !ok || def == nil {
+		panic("config: no default declared for " + path)
+	}
+	return def
+}
+
+func mustDuration(s string) time.Duration {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		panic(fmt.Sprintf("config: declared default %q: %v", s, err))
+	}
+	return d
+}

@@ -1,0 +1,321 @@
+package config
+
+// This file decodes and checks the file section by section: a method per
+// mapping, reading each key through the decoder (which takes its default
+// from keys) and checking what one key alone cannot: pairs of keys, and
+// references from routes to upstream groups.
+
+import (
+	"fmt"
+	"maps"
+	"net/http"
+	"net/url"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// config decodes the whole document.
+func (d *decoder) config(raw map[string]any) *Config {
+	top := d.object("", "", raw)
+	c := &Config{
+		Listen: d.listen(d.child(top, "listen")),
+		Admin:  Admin{Address: d.hostPort(d.child(top, "admin"), "address")},
+		Log:    Log{Level: d.oneOf(d.child(top, "log"), "level", LogLevels)},
+		Stages: d.stages(d.child(top, "stages")),
+	}
+	c.Upstreams, c.UpstreamNames = d.upstreams(top.m["upstreams"])
+	c.Routes = d.routes(top.m["routes"], c.Upstreams)
+	return c
+}
+
+func (d *decoder) listen(n node) Listen {
+	l := Listen{
+		Address:       d.hostPort(n, "address"),
+		AdmissionWait: d.duration(n, "admission_wait"),
+		DrainTimeout:  d.duration(n, "drain_timeout"),
+	}
+	if n.m["tls"] == nil {
+		return l
+	}
+	tn := d.child(n, "tls")
+	l.TLS = &TLS{Cert: d.str(tn, "cert"), Key: d.str(tn, "key")}
+	switch {
+	case l.TLS.Cert == "":
+		d.fail("listen.tls.cert", nil, "a PEM certificate file (or leave listen.tls out for a dev certificate)")
+	case l.TLS.Key == "":
+		d.fail("listen.tls.key", nil, "a PEM private key file")
+	default:
+		if _, err := l.TLS.Load(); err != nil {
+			d.fail("listen.tls.cert", l.TLS.Cert, "a readable PEM certificate matching the key in "+l.TLS.Key+" ("+err.Error()+")")
+		}
+	}
+	return l
+}
+
+func (d *decoder) stages(n node) Stages {
+	var s Stages
+	for _, st := range []struct {
+		name  string
+		stage *Stage
+	}{{"router", &s.Router}, {"balancer", &s.Balancer}, {"pool", &s.Pool}, {"telemetry", &s.Telemetry}} {
+		sn := d.child(n, st.name)
+		*st.stage = Stage{Workers: d.integer(sn, "workers", 1), Queue: d.integer(sn, "queue", 1)}
+	}
+	return s
+}
+
+var upstreamName = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
+func (d *decoder) upstreams(v any) (map[string]*Upstream, []string) {
+	out := map[string]*Upstream{}
+	if v == nil {
+		d.fail("upstreams", nil, "at least one upstream group")
+		return out, nil
+	}
+	m, ok := v.(map[string]any)
+	if !ok || len(m) == 0 {
+		d.fail("upstreams", v, "a mapping of group name to upstream group")
+		return out, nil
+	}
+	names := slices.Sorted(maps.Keys(m))
+	for _, name := range names {
+		key := "upstreams." + name
+		if !upstreamName.MatchString(name) {
+			d.fail(key, name, "a group name of letters, digits, '-' and '_'")
+		}
+		n := d.object(key, "upstreams.<name>", m[name])
+		u := &Upstream{
+			Name:           name,
+			Policy:         d.oneOf(n, "policy", Policies),
+			Protocol:       d.oneOf(n, "protocol", Protocols),
+			ConnectTimeout: d.duration(n, "connect_timeout"),
+			HashOn:         d.hashOn(n),
+			Health:         d.health(n),
+			Outlier:        d.outlier(d.child(n, "outlier")),
+			Limits:         d.limits(d.child(n, "limits")),
+			RetryBudget:    d.retryBudget(d.child(n, "retry_budget")),
+			TLS:            d.upstreamTLS(d.child(n, "tls")),
+		}
+		if !n.wrong {
+			u.Endpoints = d.groupEndpoints(n, u.Policy)
+		}
+		out[name] = u
+	}
+	return out, names
+}
+
+func (d *decoder) upstreamTLS(n node) UpstreamTLS {
+	t := UpstreamTLS{
+		CA:                 d.str(n, "ca"),
+		ServerName:         d.str(n, "server_name"),
+		InsecureSkipVerify: d.boolean(n, "insecure_skip_verify"),
+	}
+	if t.CA != "" {
+		if _, err := t.RootCAs(); err != nil {
+			d.fail(join(n.key, "ca"), t.CA, "a readable PEM file of CA certificates ("+err.Error()+")")
+		}
+	}
+	return t
+}
+
+// groupEndpoints reads endpoints, or for the fallback policy groups: a list
+// of priority groups, each a list of endpoints.
+func (d *decoder) groupEndpoints(n node, policy string) []Endpoint {
+	endpoints := join(n.path, "endpoints")
+	if policy != "fallback" {
+		if _, ok := n.m["groups"]; ok {
+			d.fail(join(n.key, "groups"), "(set)", "groups only with policy fallback; use endpoints")
+		}
+		return d.endpoints(join(n.key, "endpoints"), endpoints, n.m["endpoints"], 0, map[string]bool{})
+	}
+	if _, ok := n.m["endpoints"]; ok {
+		d.fail(join(n.key, "endpoints"), "(set)", "groups (a list of endpoint lists) with policy fallback")
+	}
+	groups, ok := d.value(n, "groups").([]any)
+	if !ok || len(groups) == 0 {
+		d.fail(join(n.key, "groups"), n.m["groups"], "a list of priority groups, each a list of endpoints")
+		return nil
+	}
+	var eps []Endpoint
+	seen := map[string]bool{}
+	for i, g := range groups {
+		// A group's endpoints are declared as the endpoints of any group.
+		eps = append(eps, d.endpoints(fmt.Sprintf("%s.groups[%d]", n.key, i), endpoints, g, i, seen)...)
+	}
+	return eps
+}
+
+// endpoints reads the list v found at key, declared at path.
+func (d *decoder) endpoints(key, path string, v any, priority int, seen map[string]bool) []Endpoint {
+	list, ok := v.([]any)
+	if !ok || len(list) == 0 {
+		d.fail(key, v, "a list of at least one endpoint ({address: host:port})")
+		return nil
+	}
+	eps := make([]Endpoint, 0, len(list))
+	for i, raw := range list {
+		n := d.object(fmt.Sprintf("%s[%d]", key, i), path+"[]", raw)
+		if n.wrong {
+			continue
+		}
+		ep := Endpoint{
+			Address:  d.hostPort(n, "address"),
+			Weight:   d.integer(n, "weight", 1),
+			Priority: priority,
+		}
+		if seen[ep.Address] {
+			d.fail(join(n.key, "address"), ep.Address, "an address not already listed in this group")
+		}
+		seen[ep.Address] = true
+		eps = append(eps, ep)
+	}
+	return eps
+}
+
+func (d *decoder) hashOn(n node) HashOn {
+	s := d.str(n, "hash_on")
+	source, name, _ := strings.Cut(s, ":")
+	switch source {
+	case "client_ip", "path", "authority":
+		if name == "" {
+			return HashOn{Source: source}
+		}
+	case "header", "cookie", "query":
+		if name != "" {
+			if source == "header" {
+				name = http.CanonicalHeaderKey(name)
+			}
+			return HashOn{Source: source, Name: name}
+		}
+	}
+	d.fail(join(n.key, "hash_on"), s, "header:NAME, cookie:NAME, query:NAME, client_ip, path or authority")
+	return HashOn{Source: "client_ip"}
+}
+
+// health reads the health mapping of the group n; nil when there is none.
+func (d *decoder) health(un node) *Health {
+	if un.m["health"] == nil {
+		return nil
+	}
+	n := d.child(un, "health")
+	h := &Health{
+		Path:      d.str(n, "path"),
+		Interval:  d.duration(n, "interval"),
+		Timeout:   d.duration(n, "timeout"),
+		Healthy:   d.integer(n, "healthy", 1),
+		Unhealthy: d.integer(n, "unhealthy", 1),
+	}
+	if u, err := url.ParseRequestURI(h.Path); err != nil || !strings.HasPrefix(h.Path, "/") || u.Host != "" {
+		d.fail(join(n.key, "path"), n.m["path"], "a path starting with /, such as /healthz")
+	}
+	status := d.str(n, "expected_status")
+	lo, hi, isRange := strings.Cut(status, "-")
+	if !isRange {
+		hi = lo
+	}
+	var err1, err2 error
+	h.StatusMin, err1 = strconv.Atoi(strings.TrimSpace(lo))
+	h.StatusMax, err2 = strconv.Atoi(strings.TrimSpace(hi))
+	if err1 != nil || err2 != nil || h.StatusMin < 100 || h.StatusMax > 599 || h.StatusMin > h.StatusMax {
+		d.fail(join(n.key, "expected_status"), status, "a status or range of statuses such as 200-399 or 204")
+	}
+	return h
+}
+
+func (d *decoder) outlier(n node) Outlier {
+	o := Outlier{
+		ConsecutiveFailures: d.integer(n, "consecutive_failures", 0),
+		BaseEjection:        d.duration(n, "base_ejection"),
+		MaxEjectionPercent:  d.integer(n, "max_ejection_percent", 0),
+	}
+	if o.MaxEjectionPercent > 100 {
+		d.fail(join(n.key, "max_ejection_percent"), o.MaxEjectionPercent, "a percentage from 0 to 100")
+	}
+	return o
+}
+
+func (d *decoder) limits(n node) Limits {
+	return Limits{
+		MaxRequests: d.integer(n, "max_requests", 0),
+		MaxPending:  d.integer(n, "max_pending", 0),
+	}
+}
+
+func (d *decoder) retryBudget(n node) RetryBudget {
+	b := RetryBudget{
+		Percent:        d.integer(n, "percent", 0),
+		MinConcurrency: d.integer(n, "min_concurrency", 0),
+	}
+	if b.Percent > 100 {
+		d.fail(join(n.key, "percent"), b.Percent, "a percentage from 0 to 100")
+	}
+	return b
+}
+
+func (d *decoder) routes(v any, upstreams map[string]*Upstream) []Route {
+	list, ok := v.([]any)
+	if !ok || len(list) == 0 {
+		d.fail("routes", v, "a list of at least one route")
+		return nil
+	}
+	routes := make([]Route, 0, len(list))
+	for i, raw := range list {
+		n := d.object(fmt.Sprintf("routes[%d]", i), "routes[]", raw)
+		if n.wrong {
+			continue
+		}
+		mn := d.child(n, "match")
+		r := Route{
+			Match: Match{
+				Host:       strings.ToLower(d.str(mn, "host")),
+				PathPrefix: d.str(mn, "path_prefix"),
+			},
+			Upstream: d.str(n, "upstream"),
+			Timeout:  d.duration(n, "timeout"),
+			Retries:  d.retries(d.child(n, "retries")),
+		}
+		r.Name = d.str(n, "name")
+		if n.m["name"] == nil {
+			r.Name = r.Match.Host + r.Match.PathPrefix
+		}
+		if !strings.HasPrefix(r.Match.PathPrefix, "/") {
+			d.fail(join(mn.key, "path_prefix"), r.Match.PathPrefix, "a path starting with /")
+		}
+		if h := r.Match.Host; strings.Contains(h[min(1, len(h)):], "*") || h == "" {
+			d.fail(join(mn.key, "host"), h, `"*", an exact host, or "*.suffix"`)
+		}
+		switch {
+		case r.Upstream == "":
+			d.fail(join(n.key, "upstream"), nil, "the name of an upstream group")
+		case upstreams[r.Upstream] == nil && len(upstreams) > 0:
+			d.fail(join(n.key, "upstream"), r.Upstream, "one of the groups under upstreams: "+strings.Join(slices.Sorted(maps.Keys(upstreams)), ", "))
+		}
+		routes = append(routes, r)
+	}
+	return routes
+}
+
+func (d *decoder) retries(n node) Retries {
+	r := Retries{
+		Attempts:      d.integer(n, "attempts", 1),
+		PerTryTimeout: d.duration(n, "per_try_timeout"),
+	}
+	raw := d.value(n, "on")
+	list, ok := raw.([]any)
+	if !ok {
+		d.fail(join(n.key, "on"), raw, "a list of "+strings.Join(RetryConditions, ", "))
+		return r
+	}
+	r.On = []string{}
+	for i, item := range list {
+		s := fmt.Sprint(item)
+		if !slices.Contains(RetryConditions, s) {
+			d.fail(fmt.Sprintf("%s.on[%d]", n.key, i), s, "one of "+strings.Join(RetryConditions, ", "))
+			continue
+		}
+		r.On = append(r.On, s)
+	}
+	return r
+}
