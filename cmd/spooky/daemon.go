@@ -50,7 +50,7 @@ func newDaemon(configPath string, cfg *config.Config, log *slog.Logger) (*daemon
 	poolBox := stages.NewMailbox(cfg.Stages.Pool)
 
 	var err error
-	d.telemetry = telemetry.New(cfg, d.supervisor.Statuses, log)
+	d.telemetry = telemetry.New(cfg, stageStatuses(d.supervisor), log)
 	d.router = router.New(cfg, routerBox, balancerBox)
 	if d.pool, err = pool.New(cfg, poolBox, balancerBox); err != nil {
 		return nil, err
@@ -70,8 +70,8 @@ func newDaemon(configPath string, cfg *config.Config, log *slog.Logger) (*daemon
 	for _, t := range []control.Target{d.listener, poolBox, balancerBox, routerBox, d.telemetry.Inbox()} {
 		d.control.AddTarget(t)
 	}
-	d.telemetry.ShowConfig(d.control.Status)
-	d.telemetry.ShowUpstreams(d.balancer.Stats, d.pool.Endpoints)
+	d.telemetry.ShowConfig(func() telemetry.ConfigStatus { return d.control.Status() })
+	d.telemetry.ShowUpstreams(balancerStats(d.balancer), connStats(d.pool))
 
 	// Downstream stages start first, so the listener never offers work to a
 	// stage that is not reading yet.
@@ -93,6 +93,63 @@ func newDaemon(configPath string, cfg *config.Config, log *slog.Logger) (*daemon
 		d.telemetry.Register(s.name, s.svc)
 	}
 	return d, nil
+}
+
+// What the wiring above relies on, checked where every package involved
+// can be imported: the stage contract, and the interfaces that one stage
+// declares and another satisfies.
+var (
+	_ supervisor.Service = (*listener.Listener)(nil)
+	_ supervisor.Service = (*telemetry.Telemetry)(nil)
+	_ supervisor.Service = (*control.Control)(nil)
+	_ stages.Inspector   = (*listener.Listener)(nil)
+	_ stages.Inspector   = (*telemetry.Telemetry)(nil)
+	_ stages.Inspector   = (*control.Control)(nil)
+
+	// The supervisor finds Stopped by a type assertion: without these, a
+	// stage that stopped embedding stages.Workers would leave its queue
+	// unfinished at stop, silently.
+	_ supervisor.Stopper = (*router.Router)(nil)
+	_ supervisor.Stopper = (*balancer.Balancer)(nil)
+	_ supervisor.Stopper = (*pool.Pool)(nil)
+
+	_ control.Target         = (*listener.Listener)(nil)
+	_ control.Target         = (*stages.Mailbox)(nil)
+	_ control.Target         = (*telemetry.Inbox)(nil)
+	_ listener.Recorder      = (*telemetry.Telemetry)(nil)
+	_ telemetry.ConfigStatus = control.Status{}
+)
+
+// stageStatuses reports the supervisor's view of every stage to telemetry.
+func stageStatuses(s *supervisor.Supervisor) func() []telemetry.StageStatus {
+	return func() []telemetry.StageStatus {
+		statuses := s.Statuses()
+		out := make([]telemetry.StageStatus, len(statuses))
+		for i, st := range statuses {
+			out[i] = telemetry.StageStatus{Name: st.Name, State: string(st.State), Restarts: st.Restarts, LastError: st.LastError}
+		}
+		return out
+	}
+}
+
+// balancerStats reports the balancer's view of every endpoint to telemetry.
+func balancerStats(b *balancer.Balancer) func() telemetry.BalancerStats {
+	return func() telemetry.BalancerStats {
+		s := b.Stats()
+		return telemetry.BalancerStats{Endpoints: s.Endpoints, Retries: s.Retries, BreakerRejects: s.BreakerRejects, HealthFlips: s.HealthFlips}
+	}
+}
+
+// connStats reports the pool's connections to every endpoint to telemetry.
+func connStats(p *pool.Pool) func() []telemetry.ConnStats {
+	return func() []telemetry.ConnStats {
+		eps := p.Endpoints()
+		out := make([]telemetry.ConnStats, len(eps))
+		for i, ep := range eps {
+			out[i] = telemetry.ConnStats{Group: ep.Group, Address: ep.Address, Conns: ep.Conns, Streams: ep.Streams}
+		}
+		return out
+	}
 }
 
 // run serves until ctx ends, then drains: the listener stops taking requests

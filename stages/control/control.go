@@ -1,7 +1,8 @@
 // Package control owns the running configuration: it watches the config
-// file and SIGHUP, loads and validates a new config in full, and broadcasts
-// each valid snapshot on every stage's priority lane. An invalid config is
-// rejected, logged and shown; the running one stays.
+// file and SIGHUP, loads and validates a new config in full, and hands each
+// valid snapshot to every stage (its Targets), one after another, each on
+// its priority lane. An invalid config is rejected, logged and shown on
+// /debug/config; the running one stays.
 package control
 
 import (
@@ -38,6 +39,9 @@ type Status struct {
 	ReloadsOK    uint64    `json:"reloads_ok"`
 	ReloadsError uint64    `json:"reloads_error"`
 }
+
+// Reloads counts the reloads applied and the reloads that failed.
+func (s Status) Reloads() (ok, failed uint64) { return s.ReloadsOK, s.ReloadsError }
 
 // settle is how long the file must stay quiet after a change before it is
 // read: editors and `cp` write in several steps, and reading between them
@@ -89,7 +93,12 @@ func (c *Control) Serve(ctx context.Context) error {
 	changed := make(chan struct{}, 1)
 	watcher := c.watch(ctx, changed)
 	defer watcher.Wait()
+	return c.loop(ctx, hup, changed)
+}
 
+// loop reloads on every signal from hup, and once the file has stayed
+// quiet for settle after a signal from changed, until ctx ends.
+func (c *Control) loop(ctx context.Context, hup <-chan os.Signal, changed <-chan struct{}) error {
 	var debounce <-chan time.Time
 	for {
 		select {
@@ -111,7 +120,7 @@ func (c *Control) Serve(ctx context.Context) error {
 // it breaks (the file was removed or renamed away, as some editors do), and
 // signals changed on every write or replacement.
 func (c *Control) watch(ctx context.Context, changed chan<- struct{}) *sync.WaitGroup {
-	signal := func() {
+	notify := func() {
 		select {
 		case changed <- struct{}{}:
 		default:
@@ -124,7 +133,7 @@ func (c *Control) watch(ctx context.Context, changed chan<- struct{}) *sync.Wait
 			f := file.Provider(c.path)
 			err := f.Watch(func(_ any, err error) {
 				if err == nil {
-					signal()
+					notify()
 					return
 				}
 				select {
@@ -136,7 +145,7 @@ func (c *Control) watch(ctx context.Context, changed chan<- struct{}) *sync.Wait
 				// The file may have changed while nothing watched
 				// it (before the first watch, or between two); a
 				// reload of an unchanged file does nothing.
-				signal()
+				notify()
 				select {
 				case <-ctx.Done():
 				case err = <-broken:
@@ -156,7 +165,8 @@ func (c *Control) watch(ctx context.Context, changed chan<- struct{}) *sync.Wait
 }
 
 // Reload loads the file and, when it is valid and differs from the running
-// config, broadcasts it. It returns the validation error, if any.
+// config, hands it to every target. It returns why it did not: the
+// validation error, the error of a target that refused it, or ctx's.
 func (c *Control) Reload(ctx context.Context) error {
 	c.reloading.Lock()
 	defer c.reloading.Unlock()
@@ -169,22 +179,25 @@ func (c *Control) Reload(ctx context.Context) error {
 	}
 	cfg, err := config.Load(c.path)
 	if err != nil {
-		c.rejected(err)
+		c.failed(err)
 		c.log.Error("config rejected; the running config stays", "path", c.path, "err", err)
 		return err
 	}
-	// Stages apply it one after another, in the order added (downstream
-	// first), each waiting for the one before: a stage that is down or
-	// slow holds the others back for at most applyWait.
+	// Stages apply it one after another, in the order added (the
+	// listener, then downstream first), each waiting for the one before:
+	// a stage that is down or slow holds the others back for at most
+	// applyWait.
 	for _, t := range c.targets {
 		rc := stages.Reconfigure{Config: cfg, Done: make(chan struct{})}
 		if err := t.SendControl(ctx, rc); err != nil {
-			// The first target is the listener, whose only way to fail
-			// is a new listen.address it cannot bind: then nothing has
-			// changed anywhere. A later failure is a stage that went
-			// away mid-broadcast (the daemon is stopping).
+			// The first target is the listener, which fails only on a
+			// new listen.address it cannot bind or a certificate it
+			// cannot load: then nothing has changed anywhere. A later
+			// failure is a stage that went away mid-broadcast (the
+			// daemon is stopping), and the stages before it keep the
+			// new config.
 			err = fmt.Errorf("control: applying config: %w", err)
-			c.rejected(err)
+			c.failed(err)
 			c.log.Error("config not applied", "path", c.path, "err", err)
 			return err
 		}
@@ -207,8 +220,8 @@ func (c *Control) Reload(ctx context.Context) error {
 	return nil
 }
 
-// rejected records a reload that failed.
-func (c *Control) rejected(err error) {
+// failed records a reload that failed: rejected, or refused by a target.
+func (c *Control) failed(err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.status.LastResult, c.status.LastError, c.status.LastErrorAt = "error", err.Error(), time.Now()

@@ -1,7 +1,8 @@
-// Package listener owns spooky's client-facing edge: the UDP socket, the QUIC
-// transport, the HTTP/3 server and its TLS certificate. Each request becomes
-// an envelope offered to the router; the handler then waits until the
-// pipeline has finished it.
+// Package listener owns spooky's client-facing edge: the UDP socket (bound
+// once, moved when listen.address changes), the QUIC transport, the HTTP/3
+// server and its TLS certificate. Each request becomes an envelope offered
+// to the router; the handler then waits until the pipeline has finished it,
+// and tells the Recorder (telemetry) how it went.
 package listener
 
 import (
@@ -48,6 +49,10 @@ type Listener struct {
 	drain     atomic.Int64 // time.Duration: how long a replaced socket serves on
 	inFlight  atomic.Int64
 
+	// afterFunc runs f once d has passed: time.AfterFunc, which tests
+	// replace to retire a socket when they choose.
+	afterFunc func(d time.Duration, f func())
+
 	mu        sync.Mutex
 	sock      *socket   // the socket new connections arrive on
 	boundFor  string    // the listen.address sock was bound for
@@ -68,7 +73,7 @@ type socket struct {
 // are served once Serve runs. The socket lives until Close, across restarts
 // of the stage and reloads that keep listen.address.
 func New(cfg *config.Config, router *stages.Mailbox, recorder Recorder, log *slog.Logger) (*Listener, error) {
-	l := &Listener{router: router, recorder: recorder, log: log}
+	l := &Listener{router: router, recorder: recorder, log: log, afterFunc: afterFunc}
 	if err := l.loadCertificate(cfg.Listen.TLS); err != nil {
 		return nil, err
 	}
@@ -145,7 +150,7 @@ func (l *Listener) SendControl(_ context.Context, c stages.Control) error {
 	// Binding is the step that can fail, so it comes first: a reload that
 	// names an address in use changes nothing at all.
 	var moved *socket
-	if cfg.Listen.Address != l.address() {
+	if cfg.Listen.Address != l.listenAddress() {
 		var err error
 		if moved, err = l.bind(cfg.Listen.Address); err != nil {
 			return err
@@ -180,22 +185,28 @@ func (l *Listener) move(moved *socket, address string) {
 	l.mu.Unlock()
 	old.ln.Close()
 	l.log.Info("listening on a new address; the old one drains", "address", moved.conn.LocalAddr().String(), "old", old.conn.LocalAddr().String())
-	time.AfterFunc(time.Duration(l.drain.Load()), func() {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		if i := slices.Index(l.retired, old); i >= 0 {
-			l.retired = slices.Delete(l.retired, i, i+1)
-			old.close()
-		}
-	})
+	l.afterFunc(time.Duration(l.drain.Load()), func() { l.retire(old) })
+}
+
+func afterFunc(d time.Duration, f func()) { time.AfterFunc(d, f) }
+
+// retire closes a replaced socket, once its drain timeout has passed,
+// unless Close already did: what is still connected to it is cut.
+func (l *Listener) retire(old *socket) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if i := slices.Index(l.retired, old); i >= 0 {
+		l.retired = slices.Delete(l.retired, i, i+1)
+		old.close()
+	}
 }
 
 // DrainTimeout is listen.drain_timeout as last configured.
 func (l *Listener) DrainTimeout() time.Duration { return time.Duration(l.drain.Load()) }
 
-// address is the listen.address in force: the one the current socket was
-// bound for, as the config spells it or as bound.
-func (l *Listener) address() string {
+// listenAddress is the listen.address in force, as the config spells it:
+// the one the current socket was bound for (Addr is where it is bound).
+func (l *Listener) listenAddress() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.boundFor
