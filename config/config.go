@@ -17,13 +17,23 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net/netip"
 	"os"
 	"time"
 )
 
 // Config is one complete, validated configuration snapshot.
 type Config struct {
-	Listen    Listen
+	Listen Listen
+
+	// TrustedProxies is trusted_proxies, parsed: the proxies in front of
+	// spooky whose X-Forwarded-For and Forwarded it extends and whose other
+	// forwarding headers it keeps; from every other client it replaces or
+	// removes them. Empty (the default) trusts nobody. Each prefix is
+	// masked; IPv4 ranges are IPv4, never IPv4-mapped IPv6, and a bare IP is
+	// a /32 or /128.
+	TrustedProxies []netip.Prefix
+
 	Admin     Admin
 	Log       Log
 	Stages    Stages

@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"math/big"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -103,6 +104,7 @@ func TestMinimalConfigGetsDefaults(t *testing.T) {
 		{"listen.drain_timeout", c.Listen.DrainTimeout, 15 * time.Second},
 		{"admin.address", c.Admin.Address, "127.0.0.1:9901"},
 		{"log.level", c.Log.Level, "info"},
+		{"trusted_proxies", c.TrustedProxies, []netip.Prefix(nil)},
 		{"stages.router", c.Stages.Router, config.Stage{Workers: 2, Queue: 1024}},
 		{"stages.balancer", c.Stages.Balancer, config.Stage{Workers: 2, Queue: 1024}},
 		{"stages.pool", c.Stages.Pool, config.Stage{Workers: 1024, Queue: 4096}},
@@ -278,6 +280,20 @@ func TestInvalidConfigs(t *testing.T) {
 			[]string{"routes[0].retries.attempts", `"0"`, "want a whole number of at least 1"}},
 		{"unknown stage", with("stages: { cache: { workers: 1 } }\n"),
 			[]string{"stages.cache", "unknown key", "want one of router, balancer, pool, telemetry"}},
+		{"trusted_proxies not a list", with("trusted_proxies: { a: 1 }\n"),
+			[]string{"trusted_proxies:", "want a list of CIDRs such as 10.0.0.0/8 or bare IPs"}},
+		{"trusted_proxies not an address", with("trusted_proxies: [10.0.0.0/8, proxy.internal]\n"),
+			[]string{"trusted_proxies[1]", `"proxy.internal"`, "want a CIDR such as 10.0.0.0/8 or 2001:db8::/32, or a bare IP"}},
+		{"trusted_proxies prefix too long", with("trusted_proxies: [10.0.0.0/33]\n"),
+			[]string{"trusted_proxies[0]", `"10.0.0.0/33"`, "want a CIDR such as 10.0.0.0/8"}},
+		{"trusted_proxies host bits set", with("trusted_proxies: [10.1.2.3/8]\n"),
+			[]string{"trusted_proxies[0]", `"10.1.2.3/8"`, "want a CIDR with no address bits set past its length, such as 10.0.0.0/8"}},
+		{"trusted_proxies IPv4-mapped range", with("trusted_proxies: [\"::ffff:10.0.0.0/104\"]\n"),
+			[]string{"trusted_proxies[0]", `"::ffff:10.0.0.0/104"`, "want an IPv4 range written as IPv4"}},
+		{"trusted_proxies zone", with("trusted_proxies: [\"fe80::1%eth0\"]\n"),
+			[]string{"trusted_proxies[0]", `"fe80::1%eth0"`, "or a bare IP (without a zone)"}},
+		{"trusted_proxies number", with("trusted_proxies: [10]\n"),
+			[]string{"trusted_proxies[0]", `"10"`, "want a CIDR"}},
 		{"log level", with("log: { level: verbose }\n"),
 			[]string{"log.level", `"verbose"`, "want one of debug, info, warn, error"}},
 		{"route to unknown group", "routes:\n  - upstream: nope\nupstreams:\n  app:\n    endpoints: [{address: \"127.0.0.1:9001\"}]\n",
@@ -487,6 +503,59 @@ func TestEnvOverrides(t *testing.T) {
 	}
 }
 
+func TestTrustedProxies(t *testing.T) {
+	tests := []struct {
+		name string
+		doc  string
+		want []netip.Prefix
+	}{
+		{"left out", minimal, nil},
+		{"empty", minimal + "trusted_proxies: []\n", nil},
+		{"CIDRs and bare IPs", minimal + "trusted_proxies: [10.0.0.0/8, \"2001:db8::/32\", 192.0.2.7, \"::1\", \"::ffff:198.51.100.1\", 0.0.0.0/0]\n",
+			[]netip.Prefix{
+				netip.MustParsePrefix("10.0.0.0/8"),
+				netip.MustParsePrefix("2001:db8::/32"),
+				netip.MustParsePrefix("192.0.2.7/32"),
+				netip.MustParsePrefix("::1/128"),
+				netip.MustParsePrefix("198.51.100.1/32"),
+				netip.MustParsePrefix("0.0.0.0/0"),
+			}},
+		{"one string", minimal + "trusted_proxies: 10.0.0.0/8\n", []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := load(t, tt.doc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(c.TrustedProxies, tt.want) {
+				t.Fatalf("TrustedProxies = %v, want %v", c.TrustedProxies, tt.want)
+			}
+		})
+	}
+}
+
+func TestTrustedProxiesFromEnv(t *testing.T) {
+	t.Setenv("SPOOKY_TRUSTED_PROXIES", "10.0.0.0/8, 192.168.0.0/16 2001:db8::1")
+	c, err := load(t, minimal+"trusted_proxies: [172.16.0.0/12]\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []netip.Prefix{
+		netip.MustParsePrefix("10.0.0.0/8"),
+		netip.MustParsePrefix("192.168.0.0/16"),
+		netip.MustParsePrefix("2001:db8::1/128"),
+	}
+	if !slices.Equal(c.TrustedProxies, want) {
+		t.Fatalf("TrustedProxies = %v, want the environment's %v over the file's", c.TrustedProxies, want)
+	}
+
+	t.Setenv("SPOOKY_TRUSTED_PROXIES", "10.0.0.0/8,nope")
+	if _, err := load(t, minimal); err == nil || !strings.Contains(err.Error(), `trusted_proxies[1]: "nope" is not valid`) {
+		t.Fatalf("Load = %v; want an error naming trusted_proxies[1]", err)
+	}
+}
+
 func TestBadEnvOverride(t *testing.T) {
 	t.Setenv("SPOOKY_STAGES__POOL__WORKERS", "abc")
 	c, err := load(t, minimal)
@@ -548,6 +617,8 @@ func FuzzLoad(f *testing.F) {
 	f.Add("routes: [app, {upstream: app, retries: {on: ~, attempts: \"2\"}}]\nupstreams:\n  app: 5\n")
 	f.Add("routes:\n  - upstream: app\nupstreams:\n  app:\n    policy: fallback\n    health: { path: /h, expected_status: 204 }\n    groups: [[{address: \":1\"}], [{address: \":1\", weight: \"2\"}], []]\n")
 	f.Add("stages: { pool: { workers: \"  8 \" }, cache: {} }\nlog: { level: ~ }\n" + minimal)
+	f.Add("trusted_proxies: [10.0.0.0/8, \"::1\", 10.1.2.3/8, \"::ffff:1.2.3.4\", ~, {}]\n" + minimal)
+	f.Add("trusted_proxies: \" 10.0.0.0/8 ,, 2001:db8::/129\"\n" + minimal)
 	f.Fuzz(func(t *testing.T, doc string) {
 		c, err := load(t, doc)
 		if (c == nil) == (err == nil) {
@@ -579,6 +650,11 @@ func FuzzLoad(f *testing.F) {
 				if ep.Weight < 1 || ep.Address == "" {
 					t.Fatalf("bad endpoint accepted in %q: %+v", name, ep)
 				}
+			}
+		}
+		for _, p := range c.TrustedProxies {
+			if !p.IsValid() || p != p.Masked() || p.Addr().Is4In6() || p.Addr().Zone() != "" {
+				t.Fatalf("bad trusted proxy accepted: %v", p)
 			}
 		}
 		for _, s := range []config.Stage{c.Stages.Router, c.Stages.Balancer, c.Stages.Pool, c.Stages.Telemetry} {

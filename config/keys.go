@@ -43,6 +43,8 @@ var keys = []key{
 		doc: "how long a request may wait for room in the router's mailbox before a `503`"},
 	{path: "listen.drain_timeout", def: "15s",
 		doc: "on SIGTERM/SIGINT, how long in-flight requests may run on"},
+	{path: "trusted_proxies", def: "[]",
+		doc: "CIDRs (`10.0.0.0/8`, `2001:db8::/32`) or bare IPs of the proxies in front of spooky whose forwarding headers it extends; from any other client they are replaced or removed (see [Headers](#headers)); `[]` trusts nobody; as `SPOOKY_TRUSTED_PROXIES`, comma-separated"},
 	{path: "admin.address", def: "127.0.0.1:9901",
 		doc: "TCP host:port of the admin server (`/debug/stages`, `/debug/config`, `/metrics`, `/debug/pprof/`)"},
 	{path: "log.level", def: "info",

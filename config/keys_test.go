@@ -243,6 +243,7 @@ func TestLookup(t *testing.T) {
 		{"upstreams.app.health.interval", nil, false},
 		{"routes[].retries.on", []any{"connect-failure", "refused-stream"}, true},
 		{"routes[].upstream", nil, true},
+		{"trusted_proxies", []any(nil), true},
 		{"listen", nil, false},
 		{"listen.address.port", nil, false},
 	}
@@ -259,7 +260,7 @@ func TestChildren(t *testing.T) {
 		path string
 		want []string
 	}{
-		{"", []string{"listen", "admin", "log", "stages", "routes", "upstreams"}},
+		{"", []string{"listen", "trusted_proxies", "admin", "log", "stages", "routes", "upstreams"}},
 		{"listen", []string{"address", "tls", "admission_wait", "drain_timeout"}},
 		{"stages", []string{"router", "balancer", "pool", "telemetry"}},
 		{"stages.pool", []string{"workers", "queue"}},

@@ -9,21 +9,24 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
 )
 
 // config decodes the whole document.
 func (d *decoder) config(raw map[string]any) *Config {
 	top := d.object("", "", raw)
 	c := &Config{
-		Listen: d.listen(d.child(top, "listen")),
-		Admin:  Admin{Address: d.hostPort(d.child(top, "admin"), "address")},
-		Log:    Log{Level: d.oneOf(d.child(top, "log"), "level", LogLevels)},
-		Stages: d.stages(d.child(top, "stages")),
+		Listen:         d.listen(d.child(top, "listen")),
+		TrustedProxies: d.trustedProxies(top),
+		Admin:          Admin{Address: d.hostPort(d.child(top, "admin"), "address")},
+		Log:            Log{Level: d.oneOf(d.child(top, "log"), "level", LogLevels)},
+		Stages:         d.stages(d.child(top, "stages")),
 	}
 	c.Upstreams, c.UpstreamNames = d.upstreams(top.m["upstreams"])
 	c.Routes = d.routes(top.m["routes"], c.Upstreams)
@@ -52,6 +55,63 @@ func (d *decoder) listen(n node) Listen {
 		}
 	}
 	return l
+}
+
+// trustedProxies reads trusted_proxies: a list of CIDRs or bare IPs, or,
+// as an environment override gives it, one string of them separated by
+// commas or white space.
+func (d *decoder) trustedProxies(n node) []netip.Prefix {
+	const name = "trusted_proxies"
+	var items []any
+	switch v := d.value(n, name).(type) {
+	case []any:
+		items = v
+	case string:
+		for _, s := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || unicode.IsSpace(r) }) {
+			items = append(items, s)
+		}
+	default:
+		d.fail(join(n.key, name), v, "a list of CIDRs such as 10.0.0.0/8 or bare IPs")
+		return nil
+	}
+	var out []netip.Prefix
+	for i, item := range items {
+		s, _ := item.(string)
+		p, want := trustedProxy(s)
+		if want != "" {
+			d.fail(fmt.Sprintf("%s[%d]", join(n.key, name), i), item, want)
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// trustedProxy parses one item of trusted_proxies; want says what was
+// expected when s is not valid. A bare IP is a /32 or /128, an IPv4-mapped
+// one is read as IPv4 (client addresses are compared unmapped), and a CIDR
+// must have no address bits set past its length, since 10.1.2.3/8 is more
+// often a mistake than a way to write 10.0.0.0/8.
+func trustedProxy(s string) (p netip.Prefix, want string) {
+	const form = "a CIDR such as 10.0.0.0/8 or 2001:db8::/32, or a bare IP"
+	if !strings.Contains(s, "/") {
+		a, err := netip.ParseAddr(s)
+		if err != nil || a.Zone() != "" {
+			return p, form + " (without a zone)"
+		}
+		a = a.Unmap()
+		return netip.PrefixFrom(a, a.BitLen()), ""
+	}
+	p, err := netip.ParsePrefix(s)
+	switch {
+	case err != nil:
+		return p, form
+	case p.Addr().Is4In6():
+		return p, "an IPv4 range written as IPv4, such as 10.0.0.0/8: client addresses are compared unmapped"
+	case p != p.Masked():
+		return p, "a CIDR with no address bits set past its length, such as " + p.Masked().String()
+	}
+	return p, ""
 }
 
 func (d *decoder) stages(n node) Stages {

@@ -1,7 +1,9 @@
 // Package headers owns the rules for HTTP fields that cross spooky: which
 // connection-specific fields a proxy must not forward, and the fields that
-// record a hop (X-Forwarded-For, X-Forwarded-Proto, Via). It imports nothing
-// of spooky's, so that the HTTP/2 client and the router share one list.
+// record a hop (X-Forwarded-For, Forwarded, X-Forwarded-Proto, Via), which
+// it takes from the client only when the client is a trusted proxy. It
+// imports nothing of spooky's, so that the HTTP/2 client and the router
+// share one list.
 package headers
 
 import (
@@ -21,6 +23,10 @@ var hopByHop = []string{
 	"Transfer-Encoding",
 	"Upgrade",
 }
+
+// teTrailers is the one TE value kept, shared like the values in
+// forwarding.go.
+var teTrailers = []string{"trailers"}
 
 // IsHopByHop reports whether name, in canonical form, is one of the fixed
 // connection-specific fields (TE aside).
@@ -42,7 +48,9 @@ func StripHopByHop(h http.Header) {
 	}
 	if te, ok := h["Te"]; ok {
 		if len(te) == 1 && strings.EqualFold(strings.TrimSpace(te[0]), "trailers") {
-			h["Te"] = []string{"trailers"}
+			if te[0] != "trailers" {
+				h["Te"] = teTrailers
+			}
 		} else {
 			delete(h, "Te")
 		}

@@ -1,6 +1,8 @@
-// Package router owns the route table: it matches each request to a route by
-// host and path prefix, applies the route's deadline, normalises the request
-// headers for the upstream hop, and hands the envelope to the balancer.
+// Package router owns the route table: it refuses malformed request
+// targets, matches each request to a route by host and path prefix, applies
+// the route's deadline, normalises the request headers for the upstream hop
+// (trusting forwarding fields only from config's trusted proxies), and hands
+// the envelope to the balancer.
 package router
 
 import (
@@ -48,11 +50,17 @@ func (r *Router) Control(c stages.Control) {
 	}
 }
 
-// Handle routes one envelope.
+// Handle routes one envelope: a CONNECT gets 405, a malformed target 400
+// (checkTarget), a request no route matches 404; the rest go on to the
+// balancer with the route's deadline and the headers for the upstream hop.
 func (r *Router) Handle(e *envelope.Envelope) {
 	req := e.Request
 	if req.Method == http.MethodConnect {
 		e.Finish(http.StatusMethodNotAllowed, ErrConnectForbidden)
+		return
+	}
+	if err := checkTarget(req.RequestURI, req.Host); err != nil {
+		e.Finish(http.StatusBadRequest, err)
 		return
 	}
 	cfg := r.config.Load()
@@ -63,7 +71,7 @@ func (r *Router) Handle(e *envelope.Envelope) {
 	}
 	e.Route = &cfg.Routes[i]
 	e.SetDeadline(e.Arrived.Add(e.Route.Timeout))
-	headers.ToUpstream(req.Header, e.ClientAddr)
+	headers.ToUpstream(req.Header, e.ClientAddr, cfg.TrustedProxies)
 	stages.HandOn(r.balancer, e)
 }
 
