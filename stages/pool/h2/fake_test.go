@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"strconv"
 	"sync"
@@ -69,6 +68,61 @@ func tcpPair(t testing.TB) (client, server net.Conn) {
 	return client, server
 }
 
+// memPair returns the two ends of an in-memory connection that, like a
+// socket, takes writes its peer has not read yet, up to a limit (see
+// pump), and that works inside a synctest bubble, unlike loopback TCP.
+func memPair(t testing.TB) (client, server net.Conn) {
+	client, cPeer := net.Pipe()
+	server, sPeer := net.Pipe()
+	go func() { // client to server
+		if !pump(sPeer, cPeer) {
+			cPeer.Close() // the server closed: the client's writes fail
+		}
+		sPeer.Close()
+	}()
+	go func() { // server to client
+		if pump(cPeer, sPeer) {
+			cPeer.Close() // the server closed: the client reads to EOF
+		}
+		// Else the client closed: what the server writes is dropped
+		// until the other pump closes the server's end.
+	}()
+	t.Cleanup(func() {
+		client.Close()
+		server.Close()
+	})
+	return client, server
+}
+
+// pump copies src to dst through a queue of up to 64 reads of up to 16
+// KiB each, so that whoever writes to src need not wait for dst's reader.
+// It returns at the end of src, reporting whether everything went to dst:
+// once a write to dst fails, the rest of src is dropped.
+func pump(dst, src net.Conn) bool {
+	chunks := make(chan []byte, 64)
+	go func() {
+		defer close(chunks)
+		buf := make([]byte, 16<<10)
+		for {
+			n, err := src.Read(buf)
+			if n > 0 {
+				chunks <- bytes.Clone(buf[:n])
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	ok := true
+	for p := range chunks {
+		if ok {
+			_, err := dst.Write(p)
+			ok = err == nil
+		}
+	}
+	return ok
+}
+
 func newFake(t testing.TB, nc net.Conn) *fake {
 	f := &fake{t: t, nc: nc, clientSettings: make(map[http2.SettingID]uint32)}
 	f.fr = http2.NewFramer(nc, nc)
@@ -115,18 +169,24 @@ func (f *fake) handshake(settings ...http2.Setting) error {
 	return f.fr.WriteSettingsAck()
 }
 
-// startFake connects a Conn to a fake that advertises settings.
+// startFake connects a Conn to a fake that advertises settings, over
+// loopback TCP.
 func startFake(t testing.TB, cfg Config, settings ...http2.Setting) (*Conn, *fake) {
-	return startFakeWrapped(t, cfg, nil, settings...)
-}
-
-// startFakeWrapped is startFake with the client's net.Conn wrapped.
-func startFakeWrapped(t testing.TB, cfg Config, wrap func(net.Conn) net.Conn, settings ...http2.Setting) (*Conn, *fake) {
 	t.Helper()
 	cnc, snc := tcpPair(t)
-	if wrap != nil {
-		cnc = wrap(cnc)
-	}
+	return startFakeOn(t, cnc, snc, cfg, settings...)
+}
+
+// startFakePipe is startFake over memPair, for tests in a synctest bubble.
+func startFakePipe(t testing.TB, cfg Config, settings ...http2.Setting) (*Conn, *fake) {
+	t.Helper()
+	cnc, snc := memPair(t)
+	return startFakeOn(t, cnc, snc, cfg, settings...)
+}
+
+// startFakeOn connects a Conn on cnc to a fake on snc.
+func startFakeOn(t testing.TB, cnc, snc net.Conn, cfg Config, settings ...http2.Setting) (*Conn, *fake) {
+	t.Helper()
 	f := newFake(t, snc)
 	errc := make(chan error, 1)
 	go func() { errc <- f.handshake(settings...) }()
@@ -141,24 +201,6 @@ func startFakeWrapped(t testing.TB, cfg Config, wrap func(net.Conn) net.Conn, se
 	}
 	t.Cleanup(func() { closeConn(t, c) })
 	return c, f
-}
-
-// closeConn closes c and checks that its read loop ends.
-func closeConn(t testing.TB, c *Conn) {
-	done := make(chan struct{})
-	go func() {
-		c.Close()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Errorf("Close did not return: the read loop did not end")
-		return
-	}
-	if !c.Closed() {
-		t.Errorf("Closed() = false after Close")
-	}
 }
 
 type frameResult struct {
@@ -339,6 +381,22 @@ func (f *fake) expectClosed() *http2.GoAwayFrame {
 	}
 }
 
+// expectSettingsAck reads until the client acknowledges a SETTINGS frame,
+// which it does once it has applied the settings.
+func (f *fake) expectSettingsAck() {
+	f.t.Helper()
+	deadline := time.Now().Add(fakeTimeout)
+	for {
+		fr, err := f.readFrame(time.Until(deadline))
+		if err != nil {
+			f.t.Fatalf("fake: waiting for a SETTINGS ack: %v", err)
+		}
+		if s, ok := fr.(*http2.SettingsFrame); ok && s.IsAck() {
+			return
+		}
+	}
+}
+
 // pingResponder answers the client's PINGs until stop is called, and
 // counts them.
 func (f *fake) pingResponder() (count func() int, stop func()) {
@@ -364,10 +422,12 @@ func (f *fake) pingResponder() (count func() int, stop func()) {
 			}
 		}
 	}()
-	return func() int { return int(n.Load()) }, func() {
+	stop = func() {
 		quit.Store(true)
 		<-done
 	}
+	f.t.Cleanup(stop)
+	return func() int { return int(n.Load()) }, stop
 }
 
 // hookConn lets a test fail the client's writes.
@@ -393,53 +453,24 @@ func (h *hookConn) failWrites(err error) {
 	h.mu.Unlock()
 }
 
-// rtResult is what RoundTrip returned.
-type rtResult struct {
-	resp *http.Response
-	err  error
-}
-
-// goRoundTrip reserves a stream and runs RoundTrip in a goroutine.
-func goRoundTrip(ctx context.Context, c *Conn, req *Request) <-chan rtResult {
-	ch := make(chan rtResult, 1)
-	if !c.Reserve() {
-		ch <- rtResult{err: errors.New("test: Reserve returned false")}
-		return ch
+// expectReset reads the next frame, which must be RST_STREAM with code on
+// stream id.
+func expectReset(f *fake, id uint32, code http2.ErrCode) {
+	f.t.Helper()
+	rst := expect[*http2.RSTStreamFrame](f)
+	if rst.StreamID != id || rst.ErrCode != code {
+		f.t.Errorf("fake got %s, want RST_STREAM %v on stream %d", describe(rst), code, id)
 	}
-	go func() {
-		resp, err := c.RoundTrip(ctx, req)
-		ch <- rtResult{resp, err}
-	}()
-	return ch
 }
 
-// await waits for a RoundTrip result.
-func await(t testing.TB, ch <-chan rtResult) rtResult {
+// respondOK has f answer stream id with a 200 and "ok", and checks that
+// the RoundTrip behind ch gets it whole.
+func respondOK(t *testing.T, f *fake, ch <-chan rtResult, id uint32) {
 	t.Helper()
-	select {
-	case r := <-ch:
-		return r
-	case <-time.After(5 * time.Second):
-		t.Fatalf("RoundTrip did not return")
-		return rtResult{}
+	f.respond(id, "ok")
+	r := await(t, ch)
+	if r.err != nil {
+		t.Fatal(r.err)
 	}
-}
-
-// getReq returns a GET without a body.
-func getReq(path string) *Request {
-	return &Request{Method: http.MethodGet, Scheme: "http", Authority: "upstream.test", Path: path, Header: http.Header{}}
-}
-
-// eventually polls cond for up to d.
-func eventually(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	readAll(t, r.resp)
 }
