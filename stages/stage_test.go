@@ -16,23 +16,9 @@ import (
 
 	"spooky/config"
 	"spooky/envelope"
+	"spooky/internal/testkit"
 	"spooky/stages"
 )
-
-// watchdog bounds every wait, so that a bug fails a test instead of hanging
-// it. Nothing waits for it to pass.
-const watchdog = 10 * time.Second
-
-func recv[T any](t *testing.T, ch <-chan T, what string) T {
-	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(watchdog):
-		t.Fatalf("timed out waiting for %s", what)
-		panic("unreachable")
-	}
-}
 
 // envs hands out envelopes and releases them all when the test ends, after
 // the workers (whose cleanup is registered later, so runs first) stopped.
@@ -102,7 +88,7 @@ func start(t *testing.T, n int, mb *stages.Mailbox, h stages.Handler) *workers {
 // wait waits for Workers.Run to return by itself.
 func (w *workers) wait(t *testing.T) error {
 	t.Helper()
-	w.once.Do(func() { w.err = recv(t, w.done, "Workers.Run to return") })
+	w.once.Do(func() { w.err = testkit.Recv(t, w.done, "Workers.Run to return") })
 	return w.err
 }
 
@@ -131,7 +117,7 @@ func TestPipeRunHandsEnvelopesToHandler(t *testing.T) {
 		}
 	}
 	for range 10 {
-		e := recv(t, h.handled, "an envelope to be handled")
+		e := testkit.Recv(t, h.handled, "an envelope to be handled")
 		if !sent[e] {
 			t.Fatalf("handler got an envelope that was not sent, or got one twice")
 		}
@@ -153,7 +139,7 @@ func TestPipeRunDeliversControl(t *testing.T) {
 	if err := mb.SendControl(context.Background(), stages.Reconfigure{Config: cfg}); err != nil {
 		t.Fatal(err)
 	}
-	c := recv(t, h.controls, "the control message")
+	c := testkit.Recv(t, h.controls, "the control message")
 	rc, ok := c.(stages.Reconfigure)
 	if !ok || rc.Config != cfg {
 		t.Fatalf("Control got %#v, want Reconfigure with the config sent", c)
@@ -189,7 +175,7 @@ func TestPipeRunFinishesExpiredEnvelopes(t *testing.T) {
 			}
 			start(t, 1, mb, h) // one worker: the expired one is done before live is handled
 
-			if got := recv(t, h.handled, "the live envelope"); got != live {
+			if got := testkit.Recv(t, h.handled, "the live envelope"); got != live {
 				t.Fatal("the expired envelope reached Handle")
 			}
 			if !expired.Finished() || expired.Status != tt.wantStatus || !errors.Is(expired.Err, tt.wantErr) {
@@ -273,6 +259,15 @@ func TestPipeRunHandlePanic(t *testing.T) {
 	}
 }
 
+// bubbleEnvelope is an envelope for a test in a synctest bubble. It is
+// never released: its Done channel may belong to the bubble and must not
+// reach the pool.
+func bubbleEnvelope() *envelope.Envelope {
+	e := envelope.Get()
+	e.Ctx = context.Background()
+	return e
+}
+
 // With several workers, a panic in one must not let the others take more
 // envelopes from the mailbox: "the other workers stop after the envelope
 // they hold ... envelopes still queued in mb wait there".
@@ -281,16 +276,9 @@ func TestPipeRunPanicLeavesQueueToRestart(t *testing.T) {
 	taken := 0
 	for range rounds {
 		synctest.Test(t, func(t *testing.T) {
-			// Envelopes made in the bubble are not released: their Done
-			// channel may belong to the bubble and must not reach the pool.
-			get := func() *envelope.Envelope {
-				e := envelope.Get()
-				e.Ctx = context.Background()
-				return e
-			}
 			mb := newMailbox(16)
-			bad, held := get(), get()
-			queued := []*envelope.Envelope{get(), get(), get(), get()}
+			bad, held := bubbleEnvelope(), bubbleEnvelope()
+			queued := []*envelope.Envelope{bubbleEnvelope(), bubbleEnvelope(), bubbleEnvelope(), bubbleEnvelope()}
 			for _, e := range append([]*envelope.Envelope{bad, held}, queued...) {
 				if !mb.TrySend(e) {
 					t.Fatal("mailbox full")
@@ -376,14 +364,14 @@ func TestPipeRunRunsNConcurrently(t *testing.T) {
 		}
 	}
 	start(t, n, mb, h)
-	recv(t, full, "n envelopes to be in Handle at once")
+	testkit.Recv(t, full, "n envelopes to be in Handle at once")
 	// All n workers are inside Handle, so nobody can have taken the last.
 	if st := mb.Stats(); st.DataLen != 1 {
 		t.Fatalf("mailbox holds %d, want 1: more than %d workers are running", st.DataLen, n)
 	}
 	close(release)
 	for range n + 1 {
-		recv(t, h.handled, "every envelope to be handled")
+		testkit.Recv(t, h.handled, "every envelope to be handled")
 	}
 }
 
@@ -406,7 +394,7 @@ func TestPipeRunControlPanic(t *testing.T) {
 		if err := mb.SendControl(context.Background(), stages.Reconfigure{}); err != nil {
 			t.Fatal(err)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), watchdog)
+		ctx, cancel := context.WithTimeout(context.Background(), testkit.Watchdog)
 		defer cancel()
 		err := stages.NewWorkers(mb, 1).Run(ctx, panickyControl{})
 		if err == nil || errors.Is(err, context.DeadlineExceeded) {
@@ -414,7 +402,7 @@ func TestPipeRunControlPanic(t *testing.T) {
 		}
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*watchdog)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*testkit.Watchdog)
 	t.Cleanup(cancel)
 	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestPipeRunControlPanic$", "-test.count=1")
 	// atexit_sleep_ms: a race-enabled child would otherwise wait 1s on exit.
@@ -435,48 +423,52 @@ func (panickyControl) Control(stages.Control)      { panic("bad snapshot") }
 // TestPipeTuneResizesWhileRunning grows and shrinks the workers and the
 // queue of a running pipe: the count shows at once, a grown pipe runs that
 // many handlers at a time, and a shrunk one keeps every queued envelope.
+// It runs in a bubble so that "every worker is parked" is an event
+// (synctest.Wait), not a guess.
 func TestPipeTuneResizesWhileRunning(t *testing.T) {
-	es := newEnvs(t)
-	mb := newMailbox(8)
-	release := make(chan struct{})
-	var inFlight, peak atomic.Int32
-	h := newHandler()
-	h.handle = func(e *envelope.Envelope) {
-		n := inFlight.Add(1)
-		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+	synctest.Test(t, func(t *testing.T) {
+		mb := newMailbox(8)
+		release := make(chan struct{})
+		var inFlight atomic.Int32
+		h := newHandler()
+		h.handle = func(e *envelope.Envelope) {
+			inFlight.Add(1)
+			<-release
+			inFlight.Add(-1)
+			e.Finish(http.StatusOK, nil)
 		}
-		<-release
-		inFlight.Add(-1)
-		e.Finish(http.StatusOK, nil)
-	}
-	p := stages.NewWorkers(mb, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx, h) }()
-	t.Cleanup(func() { cancel(); recv(t, done, "Run to return") })
+		p := stages.NewWorkers(mb, 1)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- p.Run(ctx, h) }()
+		var releaseOnce sync.Once
+		t.Cleanup(func() { // in the bubble, so that a failed test leaves no goroutine blocked
+			releaseOnce.Do(func() { close(release) })
+			cancel()
+			<-done
+		})
 
-	p.Tune(config.Stage{Workers: 3, Queue: 2})
-	if info := p.Inspect(); info.Workers != 3 || info.Mailbox.DataCap != 2 {
-		t.Fatalf("after Tune: %+v %+v", info, info.Mailbox)
-	}
-	for range 5 {
-		if err := mb.Send(context.Background(), es.get(context.Background())); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-			t.Fatal(err)
+		p.Tune(config.Stage{Workers: 3, Queue: 2})
+		if info := p.Inspect(); info.Workers != 3 || info.Mailbox.DataCap != 2 {
+			t.Fatalf("after Tune: %+v %+v", info, info.Mailbox)
 		}
-	}
-	deadline := time.Now().Add(watchdog)
-	for inFlight.Load() < 3 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
-	if peak.Load() != 3 {
-		t.Fatalf("%d handlers ran at once, want 3", peak.Load())
-	}
-	p.Tune(config.Stage{Workers: 1, Queue: 1})
-	close(release)
-	for range 5 {
-		recv(t, h.handled, "every envelope to be handled after shrinking")
-	}
-	if info := p.Inspect(); info.Workers != 1 || info.Mailbox.DataCap != 1 {
-		t.Fatalf("after shrinking: %+v", info)
-	}
+		synctest.Wait() // every worker waits in Receive
+		for i := range 5 {
+			if !mb.TrySend(bubbleEnvelope()) {
+				t.Fatalf("envelope %d found no worker and no room in the queue", i)
+			}
+		}
+		synctest.Wait() // every worker that took one waits in Handle
+		if n, st := inFlight.Load(), mb.Stats(); n != 3 || st.DataLen != 2 {
+			t.Fatalf("%d handlers ran at once with %d envelopes queued, want 3 and 2", n, st.DataLen)
+		}
+		p.Tune(config.Stage{Workers: 1, Queue: 1})
+		releaseOnce.Do(func() { close(release) })
+		for range 5 {
+			testkit.Recv(t, h.handled, "every envelope to be handled after shrinking")
+		}
+		if info := p.Inspect(); info.Workers != 1 || info.Mailbox.DataCap != 1 {
+			t.Fatalf("after shrinking: %+v", info)
+		}
+	})
 }

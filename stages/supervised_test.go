@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"spooky/envelope"
+	"spooky/internal/testkit"
 	"spooky/stages"
 	"spooky/supervisor"
 )
@@ -47,10 +48,10 @@ func TestSupervisedStagePanicLosesNothing(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- sup.Serve(ctx) }()
-	t.Cleanup(func() { cancel(); recv(t, done, "the supervisor to stop") })
+	t.Cleanup(func() { cancel(); testkit.Recv(t, done, "the supervisor to stop") })
 
 	for i, e := range queued {
-		recv(t, e.Done(), "every queued envelope to be finished")
+		testkit.Recv(t, e.Done(), "every queued envelope to be finished")
 		want := http.StatusOK
 		if i == 0 {
 			want = http.StatusBadGateway
@@ -87,7 +88,7 @@ func TestEscalatedStageFinishesItsQueue(t *testing.T) {
 	}
 	counts := map[int]int{}
 	for _, e := range queued {
-		recv(t, e.Done(), "every queued envelope to be finished")
+		testkit.Recv(t, e.Done(), "every queued envelope to be finished")
 		counts[e.Status]++
 	}
 	if counts[http.StatusBadGateway] != 3 || counts[http.StatusServiceUnavailable] != 5 {

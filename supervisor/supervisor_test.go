@@ -9,23 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"spooky/internal/testkit"
 	"spooky/supervisor"
 )
-
-// watchdog bounds every wait in these tests, so that a bug shows up as a
-// failure instead of a hung test. Nothing waits for it to pass.
-const watchdog = 10 * time.Second
-
-func recv[T any](t *testing.T, ch <-chan T, what string) T {
-	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(watchdog):
-		t.Fatalf("timed out waiting for %s", what)
-		panic("unreachable")
-	}
-}
 
 // fakeClock stands in for Supervisor.Now and Supervisor.After. After never
 // fires by itself: the test reads the call from afters and fires it.
@@ -65,7 +51,7 @@ func (c *fakeClock) After(d time.Duration) <-chan time.Time {
 // nextAfter waits for the supervisor to start a backoff and returns it.
 func (c *fakeClock) nextAfter(t *testing.T) afterCall {
 	t.Helper()
-	return recv(t, c.afters, "a backoff (After call)")
+	return testkit.Recv(t, c.afters, "a backoff (After call)")
 }
 
 func (c *fakeClock) noAfter(t *testing.T) {
@@ -107,7 +93,7 @@ func (s *fakeService) Serve(ctx context.Context) error {
 
 func (s *fakeService) next(t *testing.T) *run {
 	t.Helper()
-	return recv(t, s.runs, "the service to be (re)started")
+	return testkit.Recv(t, s.runs, "the service to be (re)started")
 }
 
 func (s *fakeService) noRun(t *testing.T) {
@@ -124,10 +110,10 @@ func (r *run) do(t *testing.T, f func() error) {
 	t.Helper()
 	select {
 	case r.result <- f:
-	case <-time.After(watchdog):
+	case <-time.After(testkit.Watchdog):
 		t.Fatal("timed out handing a result to Serve")
 	}
-	recv(t, r.done, "Serve to return")
+	testkit.Recv(t, r.done, "Serve to return")
 }
 
 func (r *run) fail(t *testing.T, err error) {
@@ -182,7 +168,7 @@ func (h *harness) start(t *testing.T) {
 		cancel()
 		select {
 		case <-h.served:
-		case <-time.After(watchdog):
+		case <-time.After(testkit.Watchdog):
 			t.Error("Serve did not return after cancel")
 		}
 	})
@@ -190,7 +176,7 @@ func (h *harness) start(t *testing.T) {
 
 func (h *harness) wait(t *testing.T) error {
 	t.Helper()
-	err := recv(t, h.served, "Serve to return")
+	err := testkit.Recv(t, h.served, "Serve to return")
 	h.served <- err // for the cleanup
 	return err
 }
@@ -420,7 +406,7 @@ func TestOldFailuresDoNotCount(t *testing.T) {
 		case err := <-h.served:
 			h.served <- err
 			t.Fatalf("failure %d escalated (%v), want a restart: older failures must drop out of the window", i, err)
-		case <-time.After(watchdog):
+		case <-time.After(testkit.Watchdog):
 			t.Fatal("timed out")
 		}
 	}
@@ -497,14 +483,8 @@ func ExampleSupervisor() {
 		OnEvent: func(e supervisor.Event) {
 			fmt.Printf("%s failed (%v); restart %d in %v\n", e.Stage, e.Err, e.Restarts, e.Backoff)
 		},
-		// Restart at once instead of waiting for the backoff.
-		After: func(time.Duration) <-chan time.Time {
-			ch := make(chan time.Time, 1)
-			ch <- time.Time{}
-			return ch
-		},
 	}
-	sup.Add(supervisor.Spec{Name: "admin", Service: svc, Backoff: 100 * time.Millisecond})
+	sup.Add(supervisor.Spec{Name: "admin", Service: svc, Backoff: time.Millisecond})
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
@@ -515,7 +495,7 @@ func ExampleSupervisor() {
 	fmt.Println("Serve:", <-done)
 	fmt.Printf("%+v\n", sup.Statuses())
 	// Output:
-	// admin failed (cannot bind 127.0.0.1:9901); restart 1 in 100ms
+	// admin failed (cannot bind 127.0.0.1:9901); restart 1 in 1ms
 	// [{Name:admin State:running Restarts:1 LastError:cannot bind 127.0.0.1:9901}]
 	// Serve: <nil>
 	// [{Name:admin State:stopped Restarts:1 LastError:cannot bind 127.0.0.1:9901}]

@@ -9,9 +9,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"spooky/bench/backend"
+	"spooky/internal/testkit"
 )
 
 // countingBackend is an h2c demo backend that can be killed and brought
@@ -30,7 +30,7 @@ type countingBackend struct {
 
 func startCountingBackend(t *testing.T, name string, posts map[string]int, mu *sync.Mutex) *countingBackend {
 	b := &countingBackend{t: t, name: name, posts: posts}
-	b.addr = freePort(t, "tcp")
+	b.addr = testkit.FreeAddr(t, "tcp")
 	b.start(mu)
 	t.Cleanup(b.kill)
 	return b
@@ -96,7 +96,7 @@ upstreams:
 	url, d := startSpooky(t, doc)
 	c := h3Client(t)
 
-	stopGets := steadyLoad(t, c, url+"/bytes?n=64", 5)
+	gets := steadyLoad(t, c, url+"/bytes?n=64", 5)
 	var postErrors atomic.Int64
 	stopPosts := make(chan struct{})
 	var posting sync.WaitGroup
@@ -120,7 +120,14 @@ upstreams:
 		}
 	})
 
-	time.Sleep(300 * time.Millisecond)
+	delivered := func() int {
+		postsMu.Lock()
+		defer postsMu.Unlock()
+		return len(posts)
+	}
+	testkit.WaitFor(t, "the load to reach every backend", func() bool {
+		return b1.served.Load() >= 10 && b2.served.Load() >= 10 && b3.served.Load() >= 10 && delivered() > 0
+	})
 	b2.kill()
 	ep := func() (healthy, ejected bool) {
 		for _, s := range d.balancer.Stats().Endpoints {
@@ -131,7 +138,7 @@ upstreams:
 		t.Fatal("b2 missing from the balancer's stats")
 		return
 	}
-	waitFor(t, func() bool { h, _ := ep(); return !h })
+	testkit.WaitFor(t, "b2 to be marked unhealthy", func() bool { h, _ := ep(); return !h })
 	ejections := func() int32 {
 		for _, s := range d.balancer.Stats().Endpoints {
 			if s.Address == b2.addr {
@@ -143,14 +150,17 @@ upstreams:
 	if ejections() == 0 {
 		t.Error("b2 was never ejected by outlier detection")
 	}
-	time.Sleep(200 * time.Millisecond)
+	// The load goes on without b2 for a while.
+	others := func() int64 { return b1.served.Load() + b3.served.Load() }
+	before := others()
+	testkit.WaitFor(t, "50 more requests served by b1 and b3", func() bool { return others() >= before+50 })
 	b2.start(&postsMu)
-	waitFor(t, func() bool { h, e := ep(); return h && !e })
-	before := b2.served.Load()
-	waitFor(t, func() bool { return b2.served.Load() > before+20 })
+	testkit.WaitFor(t, "b2 to be healthy and not ejected", func() bool { h, e := ep(); return h && !e })
+	before = b2.served.Load()
+	testkit.WaitFor(t, "b2 to take traffic again", func() bool { return b2.served.Load() > before+20 })
 	close(stopPosts)
 	posting.Wait()
-	failed, first, served := stopGets()
+	failed, first, served := gets.stop()
 	if failed != 0 {
 		t.Errorf("%d of %d GETs failed; first: %v", failed, int(failed)+len(served), first)
 	}

@@ -2,10 +2,8 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -14,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"spooky/internal/testkit"
 )
 
 func TestCheckPrintsOKOrEveryProblem(t *testing.T) {
@@ -61,41 +61,24 @@ func TestBadFlagsExitTwo(t *testing.T) {
 	}
 }
 
-func freePort(t *testing.T, network string) string {
-	t.Helper()
-	if network == "udp" {
-		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer pc.Close()
-		return pc.LocalAddr().String()
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // TestDaemonReloadsOnSIGHUPAndDrainsOnSIGTERM runs the real binary: a
 // SIGHUP moves traffic to the backend the rewritten file names, and a
-// SIGTERM lets a request in flight finish before the process exits 0.
+// SIGTERM lets a request in flight finish before the process exits 0: the
+// backend holds that request until the daemon says it is draining.
 func TestDaemonReloadsOnSIGHUPAndDrainsOnSIGTERM(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "spooky")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	b1, b2 := startBackend(t, "b1"), startBackend(t, "b2")
-	h3Addr, adminAddr := freePort(t, "udp"), freePort(t, "tcp")
+	h3Addr, adminAddr := testkit.FreeAddr(t, "udp"), testkit.FreeAddr(t, "tcp")
 	render := func(backend string) string {
 		return "listen: { address: \"" + h3Addr + "\" }\nadmin: { address: \"" + adminAddr + "\" }\n" +
 			"routes:\n" + allRoute + "upstreams:\n  app: { endpoints: [ { address: \"" + backend + "\" } ] }\n"
 	}
 	path := writeConfig(t, render(b1.addr))
 
-	var logs bytes.Buffer
+	var logs syncBuffer
 	cmd := exec.Command(bin, "-config", path)
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
@@ -120,7 +103,7 @@ func TestDaemonReloadsOnSIGHUPAndDrainsOnSIGTERM(t *testing.T) {
 		resp.Body.Close()
 		return resp.Header.Get("X-Backend")
 	}
-	waitFor(t, func() bool { return backendOf() == "b1" })
+	testkit.WaitFor(t, "b1 to answer through the daemon", func() bool { return backendOf() == "b1" })
 
 	if err := os.WriteFile(path, []byte(render(b2.addr)), 0o600); err != nil {
 		t.Fatal(err)
@@ -128,7 +111,7 @@ func TestDaemonReloadsOnSIGHUPAndDrainsOnSIGTERM(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { return backendOf() == "b2" })
+	testkit.WaitFor(t, "b2 to answer after SIGHUP", func() bool { return backendOf() == "b2" })
 	var status struct {
 		Version    int    `json:"version"`
 		LastResult string `json:"last_result"`
@@ -143,32 +126,22 @@ func TestDaemonReloadsOnSIGHUPAndDrainsOnSIGTERM(t *testing.T) {
 		t.Fatalf("/debug/config %+v", status)
 	}
 
-	slow := make(chan string, 1)
-	go func() {
-		resp, err := c.Get(url + "/slow?d=700ms")
-		if err != nil {
-			slow <- err.Error()
-			return
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		slow <- resp.Status + " " + string(body)
-	}()
-	time.Sleep(200 * time.Millisecond) // let the slow request reach the backend
+	held := getInBackground(c, url+"/hold")
+	testkit.Recv(t, b2.holding, "the request to reach the backend")
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if got := <-slow; got != "200 OK slow done\n" {
-		t.Errorf("in-flight request during drain: %q", got)
+	testkit.WaitFor(t, "the daemon to log that it drains", func() bool { return strings.Contains(logs.String(), "msg=draining") })
+	b2.releaseHeld()
+	if got := testkit.Recv(t, held, "the request in flight to end"); got != "200 held\n from b2" {
+		t.Errorf("in-flight request during drain: %q\n%s", got, &logs)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	select {
 	case err := <-exited:
 		if err != nil {
 			t.Fatalf("exit: %v\n%s", err, &logs)
 		}
-	case <-ctx.Done():
-		t.Fatalf("still running 10s after SIGTERM\n%s", &logs)
+	case <-time.After(testkit.Watchdog):
+		t.Fatalf("still running %v after SIGTERM\n%s", testkit.Watchdog, &logs)
 	}
 }

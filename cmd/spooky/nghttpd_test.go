@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"spooky/internal/testkit"
 )
 
 // TestThroughSpookyToNghttpd uses nghttp2's own server (Debian's
@@ -29,7 +31,7 @@ func TestThroughSpookyToNghttpd(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(root, "small.txt"), []byte("small\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	addr := freePort(t, "tcp")
+	addr := testkit.FreeAddr(t, "tcp")
 	_, port, _ := strings.Cut(addr, ":")
 	serveUntilCleanup(t, exec.Command(bin, "--no-tls", "-a", "127.0.0.1", "-d", root, "--echo-upload",
 		"--window-bits=14", "--connection-window-bits=16", "--max-concurrent-streams=4", port), addr)

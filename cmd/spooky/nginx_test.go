@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"spooky/internal/testkit"
 )
 
 // startNginx runs Debian's nginx as an independent h2c upstream (HTTP/2
@@ -23,7 +25,7 @@ func startNginx(t *testing.T, root, uploads string) string {
 	t.Helper()
 	bin := independentTool(t, "nginx", "nginx-light")
 	dir := t.TempDir()
-	addr := freePort(t, "tcp")
+	addr := testkit.FreeAddr(t, "tcp")
 	conf := fmt.Sprintf(`daemon off;
 master_process off;
 pid %[1]s/nginx.pid;
@@ -62,7 +64,7 @@ http {
 // it accepts connections, and kills it when the test ends.
 func serveUntilCleanup(t *testing.T, cmd *exec.Cmd, addr string) {
 	t.Helper()
-	var out bytes.Buffer
+	var out syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -71,12 +73,8 @@ func serveUntilCleanup(t *testing.T, cmd *exec.Cmd, addr string) {
 		cmd.Process.Kill()
 		cmd.Wait()
 	})
-	deadline := time.Now().Add(5 * time.Second)
-	for !tcpOpen(addr) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s did not start:\n%s", filepath.Base(cmd.Path), &out)
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !testkit.Eventually(func() bool { return tcpOpen(addr) }) {
+		t.Fatalf("%s did not start:\n%s", filepath.Base(cmd.Path), &out)
 	}
 }
 

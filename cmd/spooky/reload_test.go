@@ -17,12 +17,12 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 
 	"spooky/certs"
+	"spooky/internal/testkit"
 )
 
 // reloadable is a daemon running from a config file the test rewrites.
@@ -31,13 +31,15 @@ type reloadable struct {
 	path string
 	d    *daemon
 	url  string
+	logs *syncBuffer // the daemon's log, at debug level
 }
 
 func startReloadable(t *testing.T, doc string) *reloadable {
 	t.Helper()
 	path := writeConfig(t, doc)
-	url, d := startSpookyFrom(t, path)
-	return &reloadable{t: t, path: path, d: d, url: url}
+	logs := &syncBuffer{}
+	url, d := startSpookyLogging(t, path, io.MultiWriter(logs, testLogOutput()))
+	return &reloadable{t: t, path: path, d: d, url: url, logs: logs}
 }
 
 // reload writes doc over the config file and reloads it, as the file watch
@@ -64,21 +66,26 @@ func (r *reloadable) debugConfig() map[string]any {
 	return out
 }
 
-// steadyLoad sends GETs from n goroutines until stop is called, which
-// returns how many failed (with the first failure) and which backends
-// answered, in order.
-func steadyLoad(t *testing.T, c *http.Client, url string, n int) (stop func() (failed int64, first string, seen []string)) {
-	var failed atomic.Int64
-	var firstErr atomic.Value
-	var mu sync.Mutex
-	var seen []string
-	done := make(chan struct{})
-	var wg sync.WaitGroup
+// load is GETs sent from a few goroutines, each waiting for one answer
+// before it sends the next, until stop.
+type load struct {
+	failed   atomic.Int64
+	firstErr atomic.Value
+	done     chan struct{}
+	wg       sync.WaitGroup
+
+	mu   sync.Mutex
+	seen []string // the backend of each answer, in order
+}
+
+// steadyLoad sends GETs of url from n goroutines until stop.
+func steadyLoad(t *testing.T, c *http.Client, url string, n int) *load {
+	l := &load{done: make(chan struct{})}
 	for range n {
-		wg.Go(func() {
+		l.wg.Go(func() {
 			for {
 				select {
-				case <-done:
+				case <-l.done:
 					return
 				default:
 				}
@@ -91,24 +98,51 @@ func steadyLoad(t *testing.T, c *http.Client, url string, n int) (stop func() (f
 					}
 				}
 				if err != nil {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, err.Error())
+					l.failed.Add(1)
+					l.firstErr.CompareAndSwap(nil, err.Error())
 					continue
 				}
-				mu.Lock()
-				seen = append(seen, resp.Header.Get("X-Backend"))
-				mu.Unlock()
+				l.mu.Lock()
+				l.seen = append(l.seen, resp.Header.Get("X-Backend"))
+				l.mu.Unlock()
 			}
 		})
 	}
-	return func() (int64, string, []string) {
-		close(done)
-		wg.Wait()
-		first, _ := firstErr.Load().(string)
-		mu.Lock()
-		defer mu.Unlock()
-		return failed.Load(), first, seen
+	t.Cleanup(func() { l.stop() })
+	return l
+}
+
+// answers is how many GETs have been answered so far: a mark for since.
+func (l *load) answers() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.seen)
+}
+
+// since counts, by backend, the answers that came after mark.
+func (l *load) since(mark int) map[string]int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	counts := map[string]int{}
+	for _, b := range l.seen[mark:] {
+		counts[b]++
 	}
+	return counts
+}
+
+// stop stops the load and returns how many GETs failed (with the first
+// failure) and which backends answered, in order. It may be called again.
+func (l *load) stop() (failed int64, first string, seen []string) {
+	select {
+	case <-l.done:
+	default:
+		close(l.done)
+	}
+	l.wg.Wait()
+	first, _ = l.firstErr.Load().(string)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.failed.Load(), first, l.seen
 }
 
 func TestTwentyReloadsUnderLoadDropNothing(t *testing.T) {
@@ -117,7 +151,9 @@ func TestTwentyReloadsUnderLoadDropNothing(t *testing.T) {
 		return spookyConfig(allRoute, map[string][]string{"app": {b.addr}})
 	}
 	r := startReloadable(t, to(b1))
-	stop := steadyLoad(t, h3Client(t), r.url+"/bytes?n=64", 4)
+	const goroutines = 4
+	l := steadyLoad(t, h3Client(t), r.url+"/bytes?n=64", goroutines)
+	var mark int
 	for i := range 20 {
 		target := b2
 		if i%2 == 1 {
@@ -126,27 +162,23 @@ func TestTwentyReloadsUnderLoadDropNothing(t *testing.T) {
 		if err := r.reload(to(target)); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(250 * time.Millisecond)
+		// Reload returns once every stage has applied the config; the
+		// load goes on to the new target before the next one.
+		mark = l.answers()
+		testkit.WaitFor(t, fmt.Sprintf("answers from %s after reload %d", target.name, i+1),
+			func() bool { return l.since(mark)[target.name] >= goroutines })
 	}
-	time.Sleep(250 * time.Millisecond)
-	failed, first, seen := stop()
+	// The last config sends everything to b1. Of the answers after it was
+	// applied, only the requests in flight as it was, one per goroutine,
+	// may come from b2.
+	testkit.WaitFor(t, "40 answers after the last reload", func() bool { return l.answers()-mark >= 40+goroutines })
+	failed, first, _ := l.stop()
 	if failed != 0 {
 		t.Fatalf("%d requests failed during reloads; first: %s", failed, first)
 	}
-	// The last config sends everything to b1; the last answers, sent well
-	// after it was applied, must all come from there.
-	tail := seen[len(seen)-len(seen)/40:]
-	for _, b := range tail {
-		if b != "b1" {
-			t.Fatalf("after the last reload %q still answered (%d answers, tail %v)", b, len(seen), tail)
-		}
-	}
-	counts := map[string]int{}
-	for _, b := range seen {
-		counts[b]++
-	}
-	if counts["b1"] == 0 || counts["b2"] == 0 {
-		t.Fatalf("traffic did not follow the configs: %v", counts)
+	after := l.since(mark)
+	if others := l.answers() - mark - after["b1"]; others > goroutines {
+		t.Fatalf("after the last reload, answers came from %v; want b1's, and at most %d others from requests in flight", after, goroutines)
 	}
 	if v := r.debugConfig()["version"].(float64); v != 21 {
 		t.Fatalf("/debug/config version %v, want 21", v)
@@ -225,7 +257,7 @@ func TestConnectionSurvivesReloads(t *testing.T) {
 		t.Fatalf("after reload answered by %q", got)
 	}
 
-	moved := freePort(t, "udp")
+	moved := testkit.FreeAddr(t, "udp")
 	doc := strings.Replace(spookyConfig(allRoute, map[string][]string{"app": {b2.addr}}), `address: "127.0.0.1:0" }`+"\nadmin", `address: "`+moved+`" }`+"\nadmin", 1)
 	if err := r.reload(doc); err != nil {
 		t.Fatal(err)
@@ -245,13 +277,14 @@ func TestStageTuningShowsLiveWithoutFailures(t *testing.T) {
 	b := startBackend(t, "b1")
 	doc := spookyConfig(allRoute, map[string][]string{"app": {b.addr}})
 	r := startReloadable(t, doc)
-	stop := steadyLoad(t, h3Client(t), r.url+"/bytes?n=64", 4)
+	l := steadyLoad(t, h3Client(t), r.url+"/bytes?n=64", 4)
 	tuned := strings.Replace(doc, "pool: { workers: 64, queue: 256 }", "pool: { workers: 7, queue: 9 }\n  router: { workers: 3, queue: 33 }", 1)
+	mark := l.answers()
 	if err := r.reload(tuned); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond)
-	if failed, first, _ := stop(); failed != 0 {
+	testkit.WaitFor(t, "50 answers with the tuned stages", func() bool { return l.answers()-mark >= 50 })
+	if failed, first, _ := l.stop(); failed != 0 {
 		t.Fatalf("%d requests failed; first %s", failed, first)
 	}
 	want := map[string][2]int{"pool": {7, 9}, "router": {3, 33}}
@@ -266,25 +299,16 @@ func TestRemovedEndpointFinishesItsInFlightRequest(t *testing.T) {
 	b1, b2 := startBackend(t, "b1"), startBackend(t, "b2")
 	r := startReloadable(t, spookyConfig(allRoute, map[string][]string{"app": {b1.addr}}))
 	c := h3Client(t)
-	slow := make(chan string, 1)
-	go func() {
-		resp, err := c.Get(r.url + "/slow?d=600ms")
-		if err != nil {
-			slow <- err.Error()
-			return
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		slow <- fmt.Sprint(resp.StatusCode, " ", string(body), " from ", resp.Header.Get("X-Backend"))
-	}()
-	time.Sleep(150 * time.Millisecond)
+	held := getInBackground(c, r.url+"/hold")
+	testkit.Recv(t, b1.holding, "the request to reach b1")
 	if err := r.reload(spookyConfig(allRoute, map[string][]string{"app": {b2.addr}})); err != nil {
 		t.Fatal(err)
 	}
 	if resp, _ := get(t, c, r.url+"/"); resp.Header.Get("X-Backend") != "b2" {
 		t.Fatalf("new requests went to %q", resp.Header.Get("X-Backend"))
 	}
-	if got := <-slow; got != "200 slow done\n from b1" {
+	b1.releaseHeld()
+	if got := testkit.Recv(t, held, "the request in flight to end"); got != "200 held\n from b1" {
 		t.Fatalf("the in-flight request to the removed endpoint: %q", got)
 	}
 }
@@ -293,11 +317,11 @@ func TestAdminServerMovesOnReload(t *testing.T) {
 	b := startBackend(t, "b1")
 	doc := spookyConfig(allRoute, map[string][]string{"app": {b.addr}})
 	r := startReloadable(t, doc)
-	moved := freePort(t, "tcp")
+	moved := testkit.FreeAddr(t, "tcp")
 	if err := r.reload(strings.Replace(doc, `admin: { address: "127.0.0.1:0" }`, `admin: { address: "`+moved+`" }`, 1)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { return r.d.telemetry.AdminURL() == "http://"+moved })
+	testkit.WaitFor(t, "the admin server to move", func() bool { return r.d.telemetry.AdminURL() == "http://"+moved })
 	resp, err := http.Get("http://" + moved + "/debug/config")
 	if err != nil {
 		t.Fatal(err)
@@ -331,7 +355,7 @@ func TestFileChangesReloadByThemselves(t *testing.T) {
 	if err := os.WriteFile(r.path, []byte(to(b2)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, answeredBy("b2"))
+	testkit.WaitFor(t, "b2 to answer after the file was written", answeredBy("b2"))
 
 	tmp := r.path + ".swp"
 	if err := os.WriteFile(tmp, []byte(to(b1)), 0o600); err != nil {
@@ -340,17 +364,19 @@ func TestFileChangesReloadByThemselves(t *testing.T) {
 	if err := os.Rename(tmp, r.path); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, answeredBy("b1"))
+	testkit.WaitFor(t, "b1 to answer after a file was renamed over it", answeredBy("b1"))
 
-	// Removed and written anew, as some tools do.
+	// Removed, which breaks the watch, and written anew, as some tools do.
+	const rearming = "msg=\"config watch re-arming\""
+	before := strings.Count(r.logs.String(), rearming)
 	if err := os.Remove(r.path); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(50 * time.Millisecond)
+	testkit.WaitFor(t, "the daemon to see the file gone", func() bool { return strings.Count(r.logs.String(), rearming) > before })
 	if err := os.WriteFile(r.path, []byte(to(b2)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, answeredBy("b2"))
+	testkit.WaitFor(t, "b2 to answer after the file was written anew", answeredBy("b2"))
 }
 
 // writeCertificate writes a fresh self-signed certificate and key for

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"spooky/config"
@@ -134,15 +135,22 @@ func TestBreakerSkipsAFullEndpointAndRefusesWhenAllAre(t *testing.T) {
 	}
 }
 
-// fakeProber answers health checks from a table the test changes.
+// fakeProber answers health checks from a table the test changes, and
+// counts them.
 type fakeProber struct {
 	mu     sync.Mutex
 	status map[string]int
+	probes map[string]int
+}
+
+func newProber(status map[string]int) *fakeProber {
+	return &fakeProber{status: status, probes: map[string]int{}}
 }
 
 func (f *fakeProber) Probe(_ context.Context, _, address, _ string) (int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.probes[address]++
 	return f.status[address], nil
 }
 
@@ -152,33 +160,60 @@ func (f *fakeProber) set(address string, status int) {
 	f.mu.Unlock()
 }
 
-func TestHealthChecksTakeAnEndpointOutAndBringItBack(t *testing.T) {
-	cfg := testConfig("a:1", "b:1")
-	cfg.Upstreams["app"].Health = &config.Health{Path: "/healthz", Interval: 10 * time.Millisecond, Timeout: time.Second, Healthy: 2, Unhealthy: 2, StatusMin: 200, StatusMax: 399}
-	prober := &fakeProber{status: map[string]int{"a:1": 200, "b:1": 200}}
-	b, _ := newBalancer(t, cfg, prober)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- b.Serve(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-
-	a := b.current.Load().groups["app"].live.Endpoints[0]
-	prober.set("a:1", 500)
-	waitFor(t, func() bool { return !a.Healthy() })
-	prober.set("a:1", 204)
-	waitFor(t, a.Healthy)
-	if b.Stats().HealthFlips != 2 {
-		t.Fatalf("%d health transitions", b.Stats().HealthFlips)
-	}
+func (f *fakeProber) count(address string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.probes[address]
 }
 
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in 5s")
+// TestHealthChecksTakeAnEndpointOutAndBringItBack runs in a bubble, where
+// the check intervals pass on a fake clock: each step lets exactly one more
+// check of a:1 happen and be counted, so the thresholds are seen to hold
+// check by check.
+func TestHealthChecksTakeAnEndpointOutAndBringItBack(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const interval = 10 * time.Millisecond
+		cfg := testConfig("a:1", "b:1")
+		cfg.Upstreams["app"].Health = &config.Health{Path: "/healthz", Interval: interval, Timeout: time.Second, Healthy: 2, Unhealthy: 2, StatusMin: 200, StatusMax: 399}
+		prober := newProber(map[string]int{"a:1": 200, "b:1": 200})
+		b, _ := newBalancer(t, cfg, prober)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error)
+		go func() { done <- b.Serve(ctx) }()
+		defer func() { cancel(); <-done }()
+		synctest.Wait() // the checkers wait for their first turn
+
+		a := b.current.Load().groups["app"].live.Endpoints[0]
+		// check lets the fake clock run until a:1 has had one more check,
+		// and waits until its result is recorded.
+		check := func() {
+			t.Helper()
+			want := prober.count("a:1") + 1
+			for elapsed := time.Duration(0); prober.count("a:1") < want; elapsed += time.Millisecond {
+				if elapsed > 10*interval {
+					t.Fatalf("no check of a:1 in %v of the bubble's clock; one is due every %v", elapsed, interval)
+				}
+				time.Sleep(time.Millisecond) // the bubble's clock: returns once every goroutine waits
+				synctest.Wait()
+			}
 		}
-		time.Sleep(2 * time.Millisecond)
-	}
+		for i, step := range []struct {
+			status  int
+			healthy bool
+		}{
+			{500, true}, // one failure is under the threshold
+			{500, false},
+			{204, false}, // one pass is under the threshold
+			{204, true},
+		} {
+			prober.set("a:1", step.status)
+			check()
+			if a.Healthy() != step.healthy {
+				t.Fatalf("after check %d (status %d): healthy %v, want %v", i+1, step.status, a.Healthy(), step.healthy)
+			}
+		}
+		if n := b.Stats().HealthFlips; n != 2 {
+			t.Fatalf("%d health transitions, want 2", n)
+		}
+	})
 }

@@ -27,6 +27,7 @@ import (
 
 	"spooky/config"
 	"spooky/envelope"
+	"spooky/internal/testkit"
 	"spooky/stages"
 	"spooky/upstream"
 )
@@ -97,21 +98,67 @@ func listen(t testing.TB, serve func(net.Conn)) *backend {
 	return b
 }
 
-// startH2C starts an HTTP/2 server with prior knowledge over cleartext TCP.
-// maxStreams is its SETTINGS_MAX_CONCURRENT_STREAMS; 0 means x/net's
-// default.
-func startH2C(t testing.TB, h http.Handler, maxStreams uint32) *backend {
-	return listen(t, h2cServer(h, maxStreams))
+// startH2C serves h with net/http's HTTP/2 server (testkit.StartH2C) on a
+// loopback port until the test ends, counting its connections. maxStreams
+// is its SETTINGS_MAX_CONCURRENT_STREAMS; 0 means net/http's default.
+func startH2C(t testing.TB, h http.Handler, maxStreams int) *backend {
+	t.Helper()
+	return startH2CWith(t, h, maxStreams, nil)
 }
 
-// h2cServer serves HTTP/2 with prior knowledge on one connection.
-func h2cServer(h http.Handler, maxStreams uint32) func(net.Conn) {
-	srv := &http2.Server{MaxConcurrentStreams: maxStreams}
-	// Tests that fail dials on purpose would fill the log.
-	quiet := &http.Server{ErrorLog: log.New(io.Discard, "", 0)}
-	return func(c net.Conn) {
-		srv.ServeConn(c, &http2.ServeConnOpts{Handler: h, BaseConfig: quiet})
+// startH2CWith is startH2C where every connection accepted is handed to
+// take, with its number (from 1), before the server sees it. take may hold
+// it (the client's dial then waits for the server's SETTINGS), or keep it
+// from the server by returning true, after which the connection is take's
+// to close. take runs in the server's accept loop, so nothing else is
+// accepted meanwhile; one that waits must give up when t.Context ends.
+func startH2CWith(t testing.TB, h http.Handler, maxStreams int, take func(n int32, c net.Conn) bool) *backend {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
 	}
+	b := &backend{addr: ln.Addr().String()}
+	testkit.StartH2C(t, h, testkit.H2COptions{
+		MaxStreams: maxStreams,
+		Listener:   &countingListener{Listener: ln, b: b, take: take},
+	})
+	return b
+}
+
+// countingListener counts, on b, the connections it accepts and those that
+// have closed, and hands each to take first.
+type countingListener struct {
+	net.Listener
+	b    *backend
+	take func(n int32, c net.Conn) bool
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		cc := &countedConn{Conn: c, ended: &l.b.ended}
+		n := l.b.accepted.Add(1)
+		if l.take == nil || !l.take(n, cc) {
+			return cc, nil
+		}
+	}
+}
+
+// countedConn counts its first Close in ended.
+type countedConn struct {
+	net.Conn
+	ended *atomic.Int32
+	once  sync.Once
+}
+
+func (c *countedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { c.ended.Add(1) })
+	return err
 }
 
 // startTLS starts an HTTPS server that offers HTTP/2 when h2 is set and
@@ -292,11 +339,7 @@ type result struct {
 func run(t testing.TB, p *Pool, e *envelope.Envelope) result {
 	t.Helper()
 	p.Handle(e)
-	select {
-	case <-e.Done():
-	case <-time.After(5 * time.Second):
-		t.Fatal("envelope not finished")
-	}
+	testkit.Recv(t, e.Done(), "the envelope to be finished")
 	rec, _ := e.Writer.(*httptest.ResponseRecorder)
 	r := result{rec: rec, status: e.Status, err: e.Err, responseStarted: e.ResponseStarted, aborted: e.Aborted}
 	e.Release()
@@ -308,29 +351,4 @@ func get(t testing.TB, p *Pool, endpoint, target string) result {
 	t.Helper()
 	req := httptest.NewRequest(http.MethodGet, target, nil)
 	return run(t, p, newEnvelope(context.Background(), endpoint, req))
-}
-
-// waitFor polls cond until it holds, failing the test after a few seconds.
-// The events it waits for happen on real sockets, beyond any fake clock.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// freeAddr returns a loopback address that nothing listens on.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,6 +24,7 @@ import (
 
 	"spooky/config"
 	"spooky/envelope"
+	"spooky/internal/testkit"
 	"spooky/stages"
 	"spooky/upstream"
 )
@@ -180,7 +182,7 @@ func TestForwardHead(t *testing.T) {
 }
 
 func TestConnectFailed(t *testing.T) {
-	addr := freeAddr(t)
+	addr := testkit.FreeAddr(t, "tcp")
 	p := newPool(t, testConfig(h2cGroup("g", addr)))
 
 	r := get(t, p, addr, "http://example.com/")
@@ -232,13 +234,16 @@ func TestDeadlineBeforeResponse(t *testing.T) {
 }
 
 func TestClientGoneBeforeResponse(t *testing.T) {
+	arrived := make(chan struct{})
 	b := startH2C(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(arrived)
 		<-r.Context().Done()
 	}), 0)
 	p := newPool(t, testConfig(h2cGroup("g", b.addr)))
 
+	// The client goes once its request is with the upstream.
 	ctx, cancel := context.WithCancel(context.Background())
-	time.AfterFunc(50*time.Millisecond, cancel)
+	go func() { <-arrived; cancel() }()
 	req := httptest.NewRequest(http.MethodGet, "http://example.com/slow", nil)
 	r := run(t, p, newEnvelope(ctx, b.addr, req))
 	if r.status != envelope.StatusClientClosed || !errors.Is(r.err, stages.ErrClientClosed) {
@@ -310,7 +315,6 @@ func TestClientWriteFailsCancelsUpstream(t *testing.T) {
 				return
 			}
 			w.(http.Flusher).Flush()
-			time.Sleep(time.Millisecond)
 		}
 	}), 0)
 	p := newPool(t, testConfig(h2cGroup("g", b.addr)))
@@ -322,11 +326,7 @@ func TestClientWriteFailsCancelsUpstream(t *testing.T) {
 		t.Errorf("finished with %d, %v, aborted %v; want %d, %v, aborted",
 			r.status, r.err, r.aborted, envelope.StatusClientClosed, stages.ErrClientClosed)
 	}
-	select {
-	case <-canceled:
-	case <-time.After(5 * time.Second):
-		t.Error("the upstream request was not cancelled")
-	}
+	testkit.Recv(t, canceled, "the upstream request to be cancelled")
 }
 
 func TestH2OverTLS(t *testing.T) {
@@ -412,7 +412,7 @@ func TestMaxConcurrentStreamsOpensMoreConnections(t *testing.T) {
 	for range requests {
 		select {
 		case <-arrived:
-		case <-time.After(5 * time.Second):
+		case <-time.After(testkit.Watchdog):
 			close(release)
 			t.Fatal("the requests did not all reach the backend at once")
 		}
@@ -435,48 +435,69 @@ func TestMaxConcurrentStreamsOpensMoreConnections(t *testing.T) {
 	}
 }
 
+// TestConcurrentFirstRequestsDialOnce: requests that find no connection
+// while one is being dialled wait for that dial rather than start their
+// own, and a caller that gives up does not cancel the dial the others wait
+// on, even the caller that started it.
 func TestConcurrentFirstRequestsDialOnce(t *testing.T) {
-	serve := h2cServer(okHandler, 0)
-	// The backend answers the HTTP/2 preface only after a while, so every
-	// request below arrives while the first dial is still in flight.
-	srv := listen(t, func(c net.Conn) {
-		time.Sleep(100 * time.Millisecond)
-		serve(c)
+	// The backend takes its connections only when the test says so: until
+	// then a dial waits for the server's SETTINGS.
+	open := make(chan struct{})
+	b := startH2CWith(t, okHandler, 0, func(int32, net.Conn) bool {
+		select {
+		case <-open:
+		case <-t.Context().Done():
+		}
+		return false
 	})
-	p := newPool(t, testConfig(h2cGroup("g", srv.addr)))
+	u := h2cGroup("g", b.addr)
+	u.ConnectTimeout = time.Minute // the dial waits for the test, not for a clock
+	p := newPool(t, testConfig(u))
 
+	// The caller that gives up comes first, so the dial is its own.
+	ctx, giveUp := context.WithCancel(context.Background())
+	gaveUp := make(chan result, 1)
+	go func() {
+		req := httptest.NewRequest(http.MethodGet, "http://example.com/", nil)
+		gaveUp <- run(t, p, newEnvelope(ctx, b.addr, req))
+	}()
+	testkit.WaitFor(t, "the first request to wait on the dial", func() bool { return waitingOnDial() == 1 })
 	const requests = 10
-	results := make(chan result, requests+1)
+	results := make(chan result, requests)
 	var wg sync.WaitGroup
 	for range requests {
-		wg.Go(func() { results <- get(t, p, srv.addr, "http://example.com/") })
+		wg.Go(func() { results <- get(t, p, b.addr, "http://example.com/") })
 	}
-	// A caller that gives up must not cancel the dial the others wait on.
-	wg.Go(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
-		defer cancel()
-		req := httptest.NewRequest(http.MethodGet, "http://example.com/", nil)
-		results <- run(t, p, newEnvelope(ctx, srv.addr, req))
-	})
+	testkit.WaitFor(t, "every request to wait on the dial", func() bool { return waitingOnDial() == requests+1 })
+	giveUp()
+	if r := testkit.Recv(t, gaveUp, "the request that gave up"); r.status != envelope.StatusClientClosed {
+		t.Errorf("the request that gave up finished with %d, %v; want %d", r.status, r.err, envelope.StatusClientClosed)
+	}
+	close(open)
 	wg.Wait()
 	close(results)
 
-	var ok, timedOut int
 	for r := range results {
-		switch r.status {
-		case http.StatusOK:
-			ok++
-		case http.StatusGatewayTimeout:
-			timedOut++
-		default:
+		if r.status != http.StatusOK {
 			t.Errorf("request finished with %d, %v", r.status, r.err)
 		}
 	}
-	if ok != requests || timedOut != 1 {
-		t.Errorf("%d succeeded and %d timed out, want %d and 1", ok, timedOut, requests)
-	}
-	if n := srv.accepted.Load(); n != 1 {
+	if n := b.accepted.Load(); n != 1 {
 		t.Errorf("backend accepted %d connections, want 1", n)
+	}
+}
+
+// waitingOnDial counts the goroutines inside endpointConns.get: with the
+// backend holding every connection back, each is a request waiting for a
+// dial. Nothing else tells when a request has got that far.
+func waitingOnDial() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return strings.Count(string(buf[:n]), "spooky/stages/pool.(*endpointConns).get(")
+		}
+		buf = make([]byte, 2*len(buf))
 	}
 }
 
@@ -527,8 +548,15 @@ func TestClientGoingAwayIsNotAnUpstreamFailure(t *testing.T) {
 	if r.status != envelope.StatusClientClosed {
 		t.Fatalf("finished with %d, %v", r.status, r.err)
 	}
+	notBlamed(t, ep, "a client cancel")
+}
+
+// notBlamed fails the test unless ep, after what, counts no failure and
+// nothing in flight.
+func notBlamed(t *testing.T, ep *upstream.Endpoint, what string) {
+	t.Helper()
 	if st := ep.Stats(time.Now().UnixNano()); st.Failures != 0 || st.InFlight != 0 {
-		t.Fatalf("endpoint after a client cancel: %+v", st)
+		t.Fatalf("endpoint after %s: %+v", what, st)
 	}
 }
 
@@ -572,18 +600,27 @@ func TestExpiredInTheQueueEndsTheTry(t *testing.T) {
 // TestPerTryTimeoutBoundsOnlyTheHeaders: a response whose headers come at
 // once streams on past the per-try timeout.
 func TestPerTryTimeoutBoundsOnlyTheHeaders(t *testing.T) {
+	const perTry = 100 * time.Millisecond
 	b := startH2C(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.WriteHeader(200)
+		io.WriteString(w, "chunk\n")
 		w.(http.Flusher).Flush()
-		for range 4 {
+		// The rest waits until the per-try timeout, started before this
+		// request was sent, is well past. Were it not stopped when the
+		// headers came, it would cancel the stream first, and that
+		// cancel is what ends the wait early.
+		select {
+		case <-r.Context().Done():
+			return
+		case <-time.After(3 * perTry):
+		}
+		for range 3 {
 			io.WriteString(w, "chunk\n")
 			w.(http.Flusher).Flush()
-			time.Sleep(50 * time.Millisecond)
 		}
 	}), 0)
 	p := newPool(t, testConfig(h2cGroup("g", b.addr)))
 	e := newEnvelope(context.Background(), b.addr, httptest.NewRequest(http.MethodGet, "/", nil))
-	e.Route = &config.Route{Upstream: "g", Timeout: time.Minute, Retries: config.Retries{Attempts: 1, PerTryTimeout: 60 * time.Millisecond}}
+	e.Route = &config.Route{Upstream: "g", Timeout: time.Minute, Retries: config.Retries{Attempts: 1, PerTryTimeout: perTry}}
 	if r := run(t, p, e); r.aborted || r.err != nil || strings.Count(r.rec.Body.String(), "chunk") != 4 {
 		t.Fatalf("status %d err %v aborted %v body %q", r.status, r.err, r.aborted, r.rec.Body)
 	}
@@ -596,9 +633,9 @@ func TestDrainingIsPerGroup(t *testing.T) {
 	p := newPool(t, testConfig(h2cGroup("g", b.addr), h2cGroup("h", b.addr)))
 	p.retireAfter = 50 * time.Millisecond
 	p.warm()
-	waitFor(t, "two warm connections", func() bool { return b.accepted.Load() == 2 })
+	testkit.WaitFor(t, "two warm connections", func() bool { return b.accepted.Load() == 2 })
 	p.Control(stages.Reconfigure{Config: testConfig(h2cGroup("g", other.addr), h2cGroup("h", other.addr))})
-	waitFor(t, "both removed connections to close", func() bool { return b.ended.Load() == 2 })
+	testkit.WaitFor(t, "both removed connections to close", func() bool { return b.ended.Load() == 2 })
 }
 
 // quicBody stands in for quic-go's request body: it fills the request's
@@ -643,16 +680,14 @@ func TestRequestTrailersReachTheUpstream(t *testing.T) {
 // restarts) gets the request again on a new connection, for any method and
 // with retries off: it never reached the upstream.
 func TestForwardResendsWhatAGoAwayLeftUnprocessed(t *testing.T) {
-	var conns atomic.Int32
 	var served atomic.Int32
-	ok := h2cServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		served.Add(1)
 		io.WriteString(w, r.Method+" ok")
-	}), 0)
-	b := listen(t, func(c net.Conn) {
-		if conns.Add(1) > 1 {
-			ok(c)
-			return
+	})
+	b := startH2CWith(t, ok, 0, func(n int32, c net.Conn) bool {
+		if n > 1 {
+			return false
 		}
 		// The first connection refuses its first request with GOAWAY
 		// (last stream ID 0) and closes.
@@ -660,6 +695,8 @@ func TestForwardResendsWhatAGoAwayLeftUnprocessed(t *testing.T) {
 			fr.WriteGoAway(0, http2.ErrCodeNo, nil)
 			return true
 		})
+		c.Close()
+		return true
 	})
 	p := newPool(t, testConfig(h2cGroup("g", b.addr)))
 
@@ -706,9 +743,7 @@ func TestFailingRequestBodyIsNotAnUpstreamFailure(t *testing.T) {
 			if r.status != envelope.StatusClientClosed {
 				t.Fatalf("finished with %d, %v; want 499", r.status, r.err)
 			}
-			if st := ep.Stats(time.Now().UnixNano()); st.Failures != 0 || st.InFlight != 0 {
-				t.Fatalf("endpoint after a failed upload: %+v", st)
-			}
+			notBlamed(t, ep, "a failed upload")
 		})
 	}
 }
