@@ -9,6 +9,15 @@
 // another go out in one system call, and only a request that has a body
 // gets a goroutine to stream it. Framing, HPACK and frame validation are
 // x/net's (http2.Framer, hpack).
+//
+// An upstream that is broken or hostile costs bounded memory and fails
+// only its own connection or stream: header blocks are bounded in frames
+// and bytes (maxHeaderBlockFrames), interim responses in number
+// (maxInterimResponses), acks waiting for a peer that does not read them
+// in bytes (maxQueuedControl), and a panic in one of a connection's
+// goroutines ends that connection, not the process (contain). Its
+// conformance to RFC 9113 is checked with h2spec's client suite
+// (TestH2Spec).
 package h2
 
 import (
@@ -35,8 +44,9 @@ const (
 	connWindow   = 1 << 30
 	connRefresh  = 1 << 20 // owed connection window that triggers WINDOW_UPDATE
 
-	maxReadFrameSize  = 1 << 20
-	maxHeaderListSize = 1 << 20
+	// defaultMaxReadFrameSize is Config.MaxReadFrameSize's default.
+	defaultMaxReadFrameSize = 1 << 20
+	maxHeaderListSize       = 1 << 20
 	// defaultMaxStreams applies until the peer's SETTINGS say otherwise,
 	// and caps a peer that sets no limit.
 	defaultMaxStreams = 1000
@@ -61,6 +71,11 @@ var (
 	// its Content-Length. The stream is reset; the upstream is not at
 	// fault.
 	ErrRequestBody = errors.New("h2: request body failed")
+	// ErrPanic means one of the connection's goroutines panicked (a bug,
+	// here or in a request body's reader): the connection ended, and
+	// every request on it failed, with an error that wraps ErrPanic and
+	// ErrConnClosed and carries the panic's value and stack.
+	ErrPanic = errors.New("h2: panic")
 )
 
 // Config tunes a connection's liveness checks.
@@ -76,6 +91,22 @@ type Config struct {
 	// requests on it, instead of holding its writers for ever. Zero means
 	// 10 seconds.
 	WriteTimeout time.Duration
+	// MaxReadFrameSize is the largest frame payload the peer may send,
+	// advertised in SETTINGS_MAX_FRAME_SIZE (RFC 9113 §6.5.2); a larger
+	// frame is a connection error FRAME_SIZE_ERROR. Zero means 1 MiB;
+	// other values are kept within 16 KiB and 16 MiB - 1, the setting's
+	// range.
+	MaxReadFrameSize uint32
+
+	hooks *testHooks // nil but in this package's tests
+}
+
+// testHooks are called, when set, at points where a test injects a fault
+// (a panic) into one of the connection's goroutines.
+type testHooks struct {
+	frame func(http2.Frame) // in the read loop, before it handles a frame
+	flush func()            // in the flusher, before it flushes
+	idle  func()            // in the idle check, before it looks
 }
 
 // Conn is one client HTTP/2 connection. Its methods are safe for
@@ -84,6 +115,9 @@ type Conn struct {
 	nc  net.Conn
 	cfg Config
 	fr  *http2.Framer // read by the read loop, written holding wlock
+	// guard reads the socket for fr; the read loop asks it the type of
+	// the frame fr read last.
+	guard *frameGuard
 
 	// The write side. Frames are appended to wbuf holding wlock; only
 	// flushNow writes to the socket, holding sockMu (called by flushLoop,
@@ -101,6 +135,9 @@ type Conn struct {
 	werr         error         // first write error; every later write fails with it
 	flushPending bool          // flushLoop has been asked to flush
 	flushc       chan struct{} // asks flushLoop to flush
+	// ctrlQueued counts the bytes of answers to the peer's control
+	// frames (PING and SETTINGS acks) in wbuf; see writeControl.
+	ctrlQueued int
 	// drained is closed, and replaced, each time a flush has left the
 	// socket; body senders wait on it while too much is buffered.
 	drained chan struct{}
@@ -128,7 +165,16 @@ type Conn struct {
 	shutdown bool
 	closed   bool
 	closeErr error
-	pings    map[[8]byte]chan struct{}
+	// goAwayErr describes the peer's GOAWAY with an error code, if one
+	// came; the connection's end is reported with it.
+	goAwayErr error
+	pings     map[[8]byte]chan struct{}
+	pingSeq   uint64 // the payload of the last PING sent
+	// ended holds the IDs of the last streams the peer ended (END_STREAM
+	// or RST_STREAM) that are gone from streams, endedN how many were
+	// ever added; see peerEndedLocked.
+	ended  [64]uint32
+	endedN int
 
 	lastRead atomic.Int64  // unix nanoseconds of the last frame read
 	done     chan struct{} // closed when the read loop has ended
@@ -145,6 +191,10 @@ func Handshake(ctx context.Context, nc net.Conn, cfg Config) (*Conn, error) {
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = 10 * time.Second
 	}
+	if cfg.MaxReadFrameSize == 0 {
+		cfg.MaxReadFrameSize = defaultMaxReadFrameSize
+	}
+	cfg.MaxReadFrameSize = min(max(cfg.MaxReadFrameSize, 16<<10), 1<<24-1)
 	c := &Conn{
 		nc:            nc,
 		cfg:           cfg,
@@ -163,8 +213,9 @@ func Handshake(ctx context.Context, nc net.Conn, cfg Config) (*Conn, error) {
 		done:          make(chan struct{}),
 	}
 	c.flow.L, c.idle.L = &c.mu, &c.mu
-	c.fr = http2.NewFramer(frameSink{c}, bufio.NewReaderSize(nc, 64<<10))
-	c.fr.SetMaxReadFrameSize(maxReadFrameSize)
+	c.guard = &frameGuard{r: bufio.NewReaderSize(nc, 64<<10)}
+	c.fr = http2.NewFramer(frameSink{c}, c.guard)
+	c.fr.SetMaxReadFrameSize(cfg.MaxReadFrameSize)
 	c.fr.SetReuseFrames() // a frame is done with before the next is read
 	c.fr.MaxHeaderListSize = maxHeaderListSize
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
@@ -173,7 +224,7 @@ func Handshake(ctx context.Context, nc net.Conn, cfg Config) (*Conn, error) {
 	if deadline, ok := ctx.Deadline(); ok {
 		nc.SetDeadline(deadline)
 	}
-	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
+	stop := context.AfterFunc(ctx, func() { c.contain(func() { nc.SetDeadline(time.Unix(1, 0)) }) })
 	err := c.start()
 	if !stop() || err != nil {
 		nc.Close()
@@ -190,9 +241,9 @@ func Handshake(ctx context.Context, nc net.Conn, cfg Config) (*Conn, error) {
 	nc.SetDeadline(time.Time{})
 	c.lastRead.Store(time.Now().UnixNano())
 	go c.readLoop()
-	go c.flushLoop()
+	go c.contain(c.flushLoop)
 	if cfg.ReadIdleTimeout > 0 {
-		time.AfterFunc(cfg.ReadIdleTimeout, c.checkIdle)
+		time.AfterFunc(cfg.ReadIdleTimeout, c.idleCheck)
 	}
 	return c, nil
 }
@@ -203,7 +254,7 @@ func (c *Conn) start() error {
 	c.fr.WriteSettings(
 		http2.Setting{ID: http2.SettingEnablePush, Val: 0},
 		http2.Setting{ID: http2.SettingInitialWindowSize, Val: streamWindow},
-		http2.Setting{ID: http2.SettingMaxFrameSize, Val: maxReadFrameSize},
+		http2.Setting{ID: http2.SettingMaxFrameSize, Val: c.cfg.MaxReadFrameSize},
 		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: maxHeaderListSize},
 	)
 	c.fr.WriteWindowUpdate(0, connWindow-65535)

@@ -82,7 +82,7 @@ func (c *Conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 		}
 	} else if s.sendWindow += inc; s.sendWindow > math.MaxInt32 {
 		c.mu.Unlock()
-		c.reset(s.id, s, http2.ErrCodeFlowControl, http2.StreamError{StreamID: s.id, Code: http2.ErrCodeFlowControl})
+		c.reset(s, http2.ErrCodeFlowControl, http2.StreamError{StreamID: s.id, Code: http2.ErrCodeFlowControl})
 		c.mu.Lock()
 	}
 	c.flow.Broadcast()

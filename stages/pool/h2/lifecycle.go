@@ -26,9 +26,11 @@ func (c *Conn) Shutdown(ctx context.Context) error {
 	c.mu.Lock()
 	c.shutdown = true
 	stop := context.AfterFunc(ctx, func() {
-		c.mu.Lock()
-		c.idle.Broadcast()
-		c.mu.Unlock()
+		c.contain(func() {
+			c.mu.Lock()
+			c.idle.Broadcast()
+			c.mu.Unlock()
+		})
 	})
 	defer stop()
 	for (len(c.streams) > 0 || c.reserved > 0) && !c.closed && ctx.Err() == nil {
@@ -47,14 +49,17 @@ func (c *Conn) Shutdown(ctx context.Context) error {
 
 // Ping sends a PING and waits for its answer or for ctx to end.
 func (c *Conn) Ping(ctx context.Context) error {
-	var data [8]byte
-	binary.BigEndian.PutUint64(data[:], uint64(time.Now().UnixNano()))
 	ack := make(chan struct{})
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
 		return c.closeErr
 	}
+	// A counter, not the clock: two pings sent at the same instant
+	// (or under a test's frozen clock) must not share an entry.
+	c.pingSeq++
+	var data [8]byte
+	binary.BigEndian.PutUint64(data[:], c.pingSeq)
 	c.pings[data] = ack
 	c.mu.Unlock()
 	defer func() {
@@ -75,6 +80,9 @@ func (c *Conn) Ping(ctx context.Context) error {
 	}
 }
 
+// idleCheck runs checkIdle, from a timer.
+func (c *Conn) idleCheck() { c.contain(c.checkIdle) }
+
 // checkIdle pings a connection that has read nothing for ReadIdleTimeout
 // and closes it if the answer does not come within PingTimeout. It
 // re-arms itself for when the connection next could be idle that long.
@@ -82,9 +90,12 @@ func (c *Conn) checkIdle() {
 	if c.Closed() {
 		return
 	}
+	if h := c.cfg.hooks; h != nil && h.idle != nil {
+		h.idle()
+	}
 	idle := time.Since(time.Unix(0, c.lastRead.Load()))
 	if wait := c.cfg.ReadIdleTimeout - idle; wait > 0 {
-		time.AfterFunc(wait, c.checkIdle)
+		time.AfterFunc(wait, c.idleCheck)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.PingTimeout)
@@ -95,7 +106,7 @@ func (c *Conn) checkIdle() {
 		c.closeWith(fmt.Errorf("h2: ping unanswered within %v", c.cfg.PingTimeout))
 		return
 	}
-	time.AfterFunc(c.cfg.ReadIdleTimeout, c.checkIdle)
+	time.AfterFunc(c.cfg.ReadIdleTimeout, c.idleCheck)
 }
 
 // closeWith ends the connection with err: every stream in flight fails
@@ -108,6 +119,9 @@ func (c *Conn) closeWith(err error) {
 	if c.closed {
 		c.mu.Unlock()
 		return
+	}
+	if c.goAwayErr != nil {
+		err = fmt.Errorf("%w, after the peer's %w", err, c.goAwayErr)
 	}
 	c.closed, c.closeErr = true, err
 	for _, s := range c.streams {
@@ -130,27 +144,33 @@ func (c *Conn) connError(code http2.ErrCode, reason string) {
 }
 
 // onGoAway stops new streams; those the peer says it never processed fail
-// with ErrUnprocessed, the others may finish (RFC 9113 §6.8).
+// with ErrUnprocessed, the others may finish (RFC 9113 §6.8), whatever
+// the error code: a peer that sends one may still answer what it took,
+// and closes the connection when it is done. The connection closes with
+// its last stream.
 func (c *Conn) onGoAway(f *http2.GoAwayFrame) {
 	c.mu.Lock()
 	c.goAway = true
+	if f.ErrCode != http2.ErrCodeNo && c.goAwayErr == nil {
+		// Debug data can be as long as a frame: the error keeps a
+		// line's worth.
+		debug := f.DebugData()
+		c.goAwayErr = fmt.Errorf("GOAWAY %v %q", f.ErrCode, debug[:min(len(debug), 256)])
+	}
 	for id, s := range c.streams {
 		if id > f.LastStreamID {
 			s.failLocked(ErrUnprocessed)
 			c.removeLocked(s)
 		}
 	}
-	empty := len(c.streams) == 0 && c.reserved == 0
+	c.closeIfDoneLocked()
 	c.mu.Unlock()
-	if f.ErrCode != http2.ErrCodeNo || empty {
-		c.closeWith(fmt.Errorf("GOAWAY %v %q", f.ErrCode, f.DebugData()))
-	}
 }
 
 // closeIfDoneLocked closes a connection that is going away (the peer sent
 // GOAWAY, or Shutdown gave up waiting) once nothing is left on it.
 func (c *Conn) closeIfDoneLocked() {
 	if c.goAway && len(c.streams) == 0 && c.reserved == 0 && !c.closed {
-		go c.closeWith(ErrConnClosed)
+		go c.contain(func() { c.closeWith(ErrConnClosed) })
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -211,7 +212,10 @@ func TestConnLossErrors(t *testing.T) {
 	}{
 		{"Close", Config{}, func(c *Conn, f *fake, hc *hookConn) { c.Close() }},
 		{"peer closes", Config{}, func(c *Conn, f *fake, hc *hookConn) { f.nc.Close() }},
-		{"GOAWAY with an error", Config{}, func(c *Conn, f *fake, hc *hookConn) { f.fr.WriteGoAway(1, http2.ErrCodeInternal, nil) }},
+		{"GOAWAY with an error, then close", Config{}, func(c *Conn, f *fake, hc *hookConn) {
+			f.fr.WriteGoAway(1, http2.ErrCodeInternal, nil)
+			f.nc.Close()
+		}},
 		{"write fails", Config{}, func(c *Conn, f *fake, hc *hookConn) {
 			hc.failWrites(errors.New("simulated write failure"))
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -376,6 +380,81 @@ func TestReadIdleTimeoutWithoutPingTimeout(t *testing.T) {
 		stop()
 		if c.Closed() {
 			t.Errorf("connection closed after %d answered pings: a zero PingTimeout fails every ping", count())
+		}
+	})
+}
+
+// TestGoAwayWithError: a GOAWAY with an error code lets the streams it
+// covers finish, fails the others as unprocessed and takes no new ones
+// (RFC 9113 §6.8); a connection lost after it says so.
+func TestGoAwayWithError(t *testing.T) {
+	for _, peerCloses := range []bool{false, true} {
+		t.Run(fmt.Sprint("peer closes ", peerCloses), func(t *testing.T) {
+			bubble(t, func(t *testing.T) {
+				c, f := startFakePipe(t, Config{})
+				ch1 := goRoundTrip(context.Background(), c, getReq("/1"))
+				h1 := f.readRequest()
+				ch3 := goRoundTrip(context.Background(), c, getReq("/3"))
+				f.readRequest()
+				f.fr.WriteGoAway(h1.StreamID, http2.ErrCodeEnhanceYourCalm, []byte("overloaded"))
+				if r := await(t, ch3); !errors.Is(r.err, ErrUnprocessed) {
+					t.Errorf("stream above the GOAWAY's last stream: %v, want ErrUnprocessed", r.err)
+				}
+				if c.Reserve() {
+					t.Errorf("Reserve succeeded after GOAWAY")
+				}
+				if c.Closed() {
+					t.Fatalf("connection closed with a stream the GOAWAY covers still open")
+				}
+				if peerCloses {
+					f.nc.Close()
+					r := await(t, ch1)
+					if !errors.Is(r.err, ErrConnClosed) || !strings.Contains(fmt.Sprint(r.err), "GOAWAY ENHANCE_YOUR_CALM") {
+						t.Errorf("stream covered by the GOAWAY, connection lost: %v, want ErrConnClosed naming the GOAWAY", r.err)
+					}
+				} else {
+					f.respond(h1.StreamID, "one")
+					r := await(t, ch1)
+					if r.err != nil {
+						t.Fatalf("stream covered by the GOAWAY: %v", r.err)
+					}
+					if got := readAll(t, r.resp); got != "one" {
+						t.Errorf("body %q", got)
+					}
+				}
+				if !waitClosed(c, time.Second) {
+					t.Errorf("connection open after its last stream ended following GOAWAY")
+				}
+			})
+		})
+	}
+}
+
+// TestConcurrentPings: two pings in flight at once are told apart,
+// however close together they are sent: under the bubble's clock, which
+// stands still, they are sent at the same instant.
+func TestConcurrentPings(t *testing.T) {
+	bubble(t, func(t *testing.T) {
+		c, f := startFakePipe(t, Config{})
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		errs := make(chan error, 2)
+		for range 2 {
+			go func() { errs <- c.Ping(ctx) }()
+		}
+		p1 := expect[*http2.PingFrame](f)
+		d1 := p1.Data
+		p2 := expect[*http2.PingFrame](f)
+		d2 := p2.Data
+		if d1 == d2 {
+			t.Errorf("two pings with the same payload %v", d1)
+		}
+		f.fr.WritePing(true, d1)
+		f.fr.WritePing(true, d2)
+		for range 2 {
+			if err := <-errs; err != nil {
+				t.Errorf("Ping: %v", err)
+			}
 		}
 	})
 }

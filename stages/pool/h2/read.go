@@ -13,31 +13,72 @@ import (
 // readLoop reads and dispatches frames until the connection ends.
 func (c *Conn) readLoop() {
 	defer close(c.done)
+	c.contain(c.readFrames)
+}
+
+func (c *Conn) readFrames() {
 	for {
 		f, err := c.fr.ReadFrame()
 		var se http2.StreamError
 		if errors.As(err, &se) {
 			// A malformed frame on one stream: that stream fails, the
 			// connection goes on.
-			c.resetStream(se.StreamID, se.Code, se)
-			continue
-		}
-		if err == nil {
+			err = c.onStreamError(se)
+		} else if err == nil {
 			c.lastRead.Store(time.Now().UnixNano())
+			if h := c.cfg.hooks; h != nil && h.frame != nil {
+				h.frame(f)
+			}
 			err = c.dispatch(f)
 		}
 		if err != nil {
-			// A protocol error of the peer's is answered with GOAWAY;
-			// anything else is the socket's end.
 			var ce http2.ConnectionError
-			if errors.As(err, &ce) {
+			switch {
+			case errors.Is(err, errControlFlood):
+				// The peer does not read: a GOAWAY would wait
+				// behind the writes it does not take.
+				c.closeWith(err)
+			case errors.As(err, &ce):
+				// A protocol error of the peer's is answered
+				// with GOAWAY.
 				c.connError(http2.ErrCode(ce), err.Error())
-			} else {
+			case errors.Is(err, http2.ErrFrameTooLarge):
+				c.connError(http2.ErrCodeFrameSize, fmt.Sprintf("frame larger than SETTINGS_MAX_FRAME_SIZE %d", c.cfg.MaxReadFrameSize))
+			default:
+				// The socket's end.
 				c.closeWith(err)
 			}
 			return
 		}
 	}
+}
+
+// onStreamError handles a frame the framer found malformed for one stream:
+// an open stream is reset, a frame for a stream that has ended is dropped
+// (RST_STREAM on a closed stream is not allowed, RFC 9113 §5.1), and one
+// for a stream never opened is a connection error. A HEADERS frame whose
+// padding is longer than the frame is a connection error (RFC 9113 §6.2):
+// its block was never decoded, so HPACK state is lost; the framer reports
+// it as a stream error without a cause, unlike a decoded block's invalid
+// fields.
+func (c *Conn) onStreamError(se http2.StreamError) error {
+	frame := c.guard.lastType
+	if frame == http2.FrameHeaders && se.Cause == nil {
+		return protocolError("HEADERS on stream %d with padding longer than the frame", se.StreamID)
+	}
+	if frame == http2.FrameContinuation {
+		frame = http2.FrameHeaders // the block's invalid fields
+	}
+	c.mu.Lock()
+	s := c.streams[se.StreamID]
+	if s == nil {
+		err := c.unknownStreamLocked(se.StreamID, frame.String())
+		c.mu.Unlock()
+		return err
+	}
+	c.mu.Unlock()
+	c.reset(s, se.Code, se)
+	return nil
 }
 
 // protocolError is a connection error of type PROTOCOL_ERROR with a reason
@@ -64,7 +105,7 @@ func (c *Conn) dispatch(f http2.Frame) error {
 		if err != nil {
 			return err
 		}
-		return c.write(func() error { return c.ackSettings(tableSize) })
+		return c.writeControl(func() error { return c.ackSettings(tableSize) })
 	case *http2.WindowUpdateFrame:
 		return c.onWindowUpdate(f)
 	case *http2.PingFrame:
@@ -77,7 +118,7 @@ func (c *Conn) dispatch(f http2.Frame) error {
 			c.mu.Unlock()
 			return nil
 		}
-		return c.write(func() error { return c.fr.WritePing(true, f.Data) })
+		return c.writeControl(func() error { return c.fr.WritePing(true, f.Data) })
 	case *http2.GoAwayFrame:
 		c.onGoAway(f)
 	case *http2.PushPromiseFrame:
@@ -119,7 +160,7 @@ func (c *Conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	}
 	c.mu.Unlock()
 	if reset != nil {
-		c.reset(s.id, s, code, http2.StreamError{StreamID: s.id, Code: code, Cause: reset})
+		c.reset(s, code, http2.StreamError{StreamID: s.id, Code: code, Cause: reset})
 	}
 	return nil
 }
@@ -137,6 +178,9 @@ func (s *stream) onResponseHeadLocked(f *http2.MetaHeadersFrame) error {
 		// 101 has no place in HTTP/2 (RFC 9113 §8.6).
 		if code == http.StatusSwitchingProtocols || f.StreamEnded() {
 			return errors.New("interim response " + status + " not allowed here")
+		}
+		if s.interim++; s.interim > maxInterimResponses {
+			return fmt.Errorf("more than %d interim (1xx) responses", maxInterimResponses)
 		}
 		return nil
 	}
@@ -209,7 +253,7 @@ func (c *Conn) onData(f *http2.DataFrame) error {
 	}
 	if reset != nil {
 		c.mu.Unlock()
-		c.reset(s.id, s, code, http2.StreamError{StreamID: s.id, Code: code, Cause: reset})
+		c.reset(s, code, http2.StreamError{StreamID: s.id, Code: code, Cause: reset})
 		c.returnWindow(n, nil)
 		return nil
 	}
@@ -238,16 +282,33 @@ func (c *Conn) onReset(f *http2.RSTStreamFrame) error {
 		return c.unknownStreamLocked(f.StreamID, "RST_STREAM")
 	}
 	s.failLocked(http2.StreamError{StreamID: s.id, Code: f.ErrCode})
+	s.peerEnded = true
 	c.removeLocked(s)
 	return nil
 }
 
-// unknownStreamLocked judges a frame for a stream not in the map: one that
-// ended is fine, frames for it can still be in flight; one never opened is
-// a protocol error (RFC 9113 §5.1).
+// unknownStreamLocked judges a frame for a stream not in the map. One never
+// opened is a protocol error (RFC 9113 §5.1). One that ended is fine:
+// frames for it can still be in flight after this side reset it; but
+// DATA or HEADERS after the peer itself ended the stream (END_STREAM or
+// RST_STREAM) is a connection error STREAM_CLOSED (RFC 9113 §5.1,
+// "closed"), when the stream is recent enough to be remembered.
 func (c *Conn) unknownStreamLocked(id uint32, frame string) error {
 	if id%2 == 0 || id >= c.nextID {
 		return protocolError("%s on stream %d, which was never opened", frame, id)
 	}
+	if (frame == "DATA" || frame == "HEADERS") && c.peerEndedLocked(id) {
+		return fmt.Errorf("%w: %s on stream %d after the peer ended it",
+			http2.ConnectionError(http2.ErrCodeStreamClosed), frame, id)
+	}
 	return nil
 }
+
+// maxInterimResponses bounds the interim (1xx) responses to one request;
+// more fail it with a stream error PROTOCOL_ERROR. A peer that sent them
+// without end would hold the request for ever, each one costing a header
+// block to decode. A request gets a 100 (Continue) and perhaps a 103
+// (Early Hints) or two. net/http's client used to allow 5; it and x/net's
+// now bound the bytes of the 1xx headers instead, unless the caller reads
+// them.
+const maxInterimResponses = 5

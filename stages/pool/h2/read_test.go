@@ -559,3 +559,115 @@ func drainBounded(t *testing.T, resp *http.Response) {
 	}
 	resp.Body.Close()
 }
+
+// TestTooManyInterimResponses: up to maxInterimResponses interim
+// responses are skipped; one more fails the request with a stream error
+// PROTOCOL_ERROR, and the connection goes on.
+func TestTooManyInterimResponses(t *testing.T) {
+	for _, n := range []int{maxInterimResponses, maxInterimResponses + 1} {
+		t.Run(strconv.Itoa(n), func(t *testing.T) {
+			c, f := startFake(t, Config{})
+			ch := goRoundTrip(context.Background(), c, getReq("/"))
+			h := f.readRequest()
+			for range n {
+				f.headers(h.StreamID, false, ":status", "103", "link", "</a.css>; rel=preload")
+			}
+			if n <= maxInterimResponses {
+				respondOK(t, f, ch, h.StreamID)
+				return
+			}
+			r := await(t, ch)
+			streamErr(t, r.err, http2.ErrCodeProtocol)
+			if !strings.Contains(fmt.Sprint(r.err), "interim") {
+				t.Errorf("error %v does not say why", r.err)
+			}
+			expectReset(f, h.StreamID, http2.ErrCodeProtocol)
+			respondOK(t, f, goRoundTrip(context.Background(), c, getReq("/next")), f.readRequest().StreamID)
+		})
+	}
+}
+
+// TestFramesOnClosedStreams: once the peer has ended a stream (END_STREAM
+// or RST_STREAM), DATA or HEADERS on it is a connection error
+// STREAM_CLOSED (RFC 9113 §5.1); WINDOW_UPDATE and RST_STREAM may still
+// be in flight, and anything on a stream this side reset may be, so they
+// are dropped, without a RST_STREAM for a closed stream.
+func TestFramesOnClosedStreams(t *testing.T) {
+	ended := func(f *fake, id uint32) { f.respond(id, "") }
+	reset := func(f *fake, id uint32) { f.fr.WriteRSTStream(id, http2.ErrCodeInternal) }
+	for _, tc := range []struct {
+		name  string
+		end   func(f *fake, id uint32) // ends the stream; nil: the client cancels it
+		send  func(f *fake, id uint32)
+		fatal bool
+	}{
+		{"DATA after END_STREAM", ended, func(f *fake, id uint32) { f.data(id, true, []byte("x")) }, true},
+		{"HEADERS after END_STREAM", ended, func(f *fake, id uint32) { f.headers(id, true, "x-t", "v") }, true},
+		{"DATA after RST_STREAM", reset, func(f *fake, id uint32) { f.data(id, true, []byte("x")) }, true},
+		{"HEADERS after RST_STREAM", reset, func(f *fake, id uint32) { f.headers(id, true, ":status", "200") }, true},
+		{"WINDOW_UPDATE after END_STREAM", ended, func(f *fake, id uint32) { f.fr.WriteWindowUpdate(id, 100) }, false},
+		{"RST_STREAM after END_STREAM", ended, func(f *fake, id uint32) { f.fr.WriteRSTStream(id, http2.ErrCodeNo) }, false},
+		{"DATA after this side's reset", nil, func(f *fake, id uint32) { f.data(id, true, []byte("x")) }, false},
+		{"malformed HEADERS after this side's reset", nil, func(f *fake, id uint32) { f.headers(id, true, ":status", "200", "X-Upper", "v") }, false},
+		{"zero WINDOW_UPDATE after this side's reset", nil, func(f *fake, id uint32) {
+			f.fr.WriteRawFrame(http2.FrameWindowUpdate, 0, id, []byte{0, 0, 0, 0})
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, f := startFake(t, Config{})
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			ch := goRoundTrip(ctx, c, getReq("/"))
+			h := f.readRequest()
+			if tc.end == nil {
+				cancel()
+				expectReset(f, h.StreamID, http2.ErrCodeCancel)
+			} else {
+				tc.end(f, h.StreamID)
+			}
+			if r := await(t, ch); r.err == nil {
+				readAll(t, r.resp)
+			}
+			noStreams(t, c)
+			tc.send(f, h.StreamID)
+			if tc.fatal {
+				ga := f.expectClosed()
+				if ga == nil || ga.ErrCode != http2.ErrCodeStreamClosed {
+					t.Errorf("client's GOAWAY %+v, want STREAM_CLOSED", ga)
+				}
+				return
+			}
+			// Dropped: the next frame the client sends answers the
+			// fake's PING.
+			f.fr.WritePing(false, [8]byte{7})
+			if p := expect[*http2.PingFrame](f); !p.IsAck() {
+				t.Errorf("got a PING, want the ack")
+			}
+			if c.Closed() {
+				t.Errorf("connection closed")
+			}
+		})
+	}
+}
+
+// TestHeadersPaddingTooLong: a HEADERS frame whose padding is longer than
+// the frame is a connection error (RFC 9113 §6.2); its block was never
+// decoded, so HPACK state is lost.
+func TestHeadersPaddingTooLong(t *testing.T) {
+	c, f := startFake(t, Config{})
+	ch := goRoundTrip(context.Background(), c, getReq("/"))
+	h := f.readRequest()
+	block := f.block(":status", "200")
+	payload := append([]byte{byte(len(block) + 1)}, block...)
+	f.fr.WriteRawFrame(http2.FrameHeaders, http2.FlagHeadersEndHeaders|http2.FlagHeadersPadded, h.StreamID, payload)
+	ga := f.expectClosed()
+	if ga == nil || ga.ErrCode != http2.ErrCodeProtocol {
+		t.Errorf("client's GOAWAY %+v, want PROTOCOL_ERROR", ga)
+	}
+	if r := await(t, ch); r.err == nil {
+		t.Errorf("request succeeded")
+	}
+	if !waitClosed(c, time.Second) {
+		t.Errorf("connection not closed")
+	}
+}

@@ -7,11 +7,14 @@ import (
 )
 
 // applySettings takes the peer's settings (RFC 9113 §6.5.2). A new initial
-// window changes the send window of every open stream by the difference.
+// window changes the send window of every open stream by the difference,
+// once a frame, whatever number of times the frame sets it.
 // A new SETTINGS_HEADER_TABLE_SIZE is returned, or -1, for ackSettings.
 func (c *Conn) applySettings(f *http2.SettingsFrame) (int64, error) {
 	tableSize := int64(-1)
+	window := int64(-1)
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	err := f.ForeachSetting(func(s http2.Setting) error {
 		if err := s.Valid(); err != nil {
 			return err
@@ -25,15 +28,7 @@ func (c *Conn) applySettings(f *http2.SettingsFrame) (int64, error) {
 		case http2.SettingMaxConcurrentStreams:
 			c.maxStreams = int(min(s.Val, defaultMaxStreams))
 		case http2.SettingInitialWindowSize:
-			delta := int64(s.Val) - int64(c.peerWindow)
-			c.peerWindow = int32(s.Val)
-			for _, st := range c.streams {
-				st.sendWindow += delta
-				if st.sendWindow > math.MaxInt32 {
-					return http2.ConnectionError(http2.ErrCodeFlowControl)
-				}
-			}
-			c.flow.Broadcast()
+			window = int64(s.Val)
 		case http2.SettingMaxFrameSize:
 			c.peerFrameSize = int(s.Val)
 		case http2.SettingMaxHeaderListSize:
@@ -43,8 +38,19 @@ func (c *Conn) applySettings(f *http2.SettingsFrame) (int64, error) {
 		}
 		return nil
 	})
-	c.mu.Unlock()
-	return tableSize, err
+	if err != nil || window < 0 {
+		return tableSize, err
+	}
+	delta := window - int64(c.peerWindow)
+	c.peerWindow = int32(window)
+	for _, st := range c.streams {
+		st.sendWindow += delta
+		if st.sendWindow > math.MaxInt32 {
+			return tableSize, http2.ConnectionError(http2.ErrCodeFlowControl)
+		}
+	}
+	c.flow.Broadcast()
+	return tableSize, nil
 }
 
 // ackSettings acknowledges the peer's settings and, in the same hold of the

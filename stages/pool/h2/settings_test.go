@@ -2,6 +2,9 @@ package h2
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -177,4 +180,40 @@ func TestTableSizeUpdateAfterSettingsAck(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestMaxReadFrameSize: the client advertises Config.MaxReadFrameSize,
+// 1 MiB by default, and a larger frame is a connection error
+// FRAME_SIZE_ERROR (RFC 9113 §4.2).
+func TestMaxReadFrameSize(t *testing.T) {
+	for _, tc := range []struct {
+		cfg, want uint32
+	}{{0, 1 << 20}, {16 << 10, 16 << 10}, {1, 16 << 10}, {1 << 30, 1<<24 - 1}} {
+		t.Run(fmt.Sprint(tc.cfg), func(t *testing.T) {
+			c, f := startFake(t, Config{MaxReadFrameSize: tc.cfg})
+			if got := f.clientSettings[http2.SettingMaxFrameSize]; got != tc.want {
+				t.Errorf("SETTINGS_MAX_FRAME_SIZE %d, want %d", got, tc.want)
+			}
+			if tc.want >= 1<<20 {
+				return
+			}
+			ch := goRoundTrip(context.Background(), c, getReq("/"))
+			h := f.readRequest()
+			f.headers(h.StreamID, false, ":status", "200")
+			f.data(h.StreamID, true, make([]byte, tc.want+1))
+			if ga := f.expectClosed(); ga == nil || ga.ErrCode != http2.ErrCodeFrameSize {
+				t.Errorf("client's GOAWAY %+v, want FRAME_SIZE_ERROR", ga)
+			}
+			r := await(t, ch)
+			if r.err == nil {
+				_, err := io.ReadAll(r.resp.Body)
+				r.resp.Body.Close()
+				r.err = err
+			}
+			var ce http2.ConnectionError
+			if !errors.As(r.err, &ce) || http2.ErrCode(ce) != http2.ErrCodeFrameSize {
+				t.Errorf("request: %v, want a connection error FRAME_SIZE_ERROR", r.err)
+			}
+		})
+	}
 }

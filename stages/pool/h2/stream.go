@@ -56,6 +56,8 @@ type stream struct {
 	declared   int64 // the response's Content-Length, -1 if none
 	received   int64
 	noBody     bool // a response to HEAD, or a 204 or 304: its length is not its body's
+	interim    int  // interim (1xx) responses so far
+	peerEnded  bool // the peer ended the stream: END_STREAM or RST_STREAM came
 	trailers   http.Header
 	recvAvail  int64 // what the peer may still send on the stream
 	recvUnsent int64 // read by the caller, not yet given back
@@ -127,7 +129,7 @@ func (c *Conn) RoundTrip(ctx context.Context, req *Request) (*http.Response, err
 
 	if req.Body != nil {
 		s.bodyDone = make(chan struct{})
-		go s.sendBody()
+		go c.contain(s.sendBody)
 	}
 
 	c.mu.Lock()
@@ -187,7 +189,7 @@ func (s *stream) endRecvLocked() {
 	if s.declared >= 0 && s.received != s.declared && !s.noBody {
 		s.failLocked(http2.StreamError{StreamID: s.id, Code: http2.ErrCodeProtocol, Cause: errors.New("response body shorter than its Content-Length")})
 	}
-	s.recvDone = true
+	s.recvDone, s.peerEnded = true, true
 	s.notifyLocked()
 	if s.sendDone {
 		s.c.removeLocked(s)
@@ -196,7 +198,7 @@ func (s *stream) endRecvLocked() {
 
 // cancel resets s for its caller's context.
 func (s *stream) cancel(err error) {
-	s.c.reset(s.id, s, http2.ErrCodeCancel, err)
+	s.c.reset(s, http2.ErrCodeCancel, err)
 	// A body sender may be waiting for the client's next bytes.
 	closeBody(s.req)
 }
@@ -210,7 +212,7 @@ func (s *stream) finish() error {
 	c.mu.Lock()
 	if c.streams[s.id] == s {
 		c.mu.Unlock()
-		c.reset(s.id, s, http2.ErrCodeCancel, errBodyClosed)
+		c.reset(s, http2.ErrCodeCancel, errBodyClosed)
 		c.mu.Lock()
 	}
 	err := s.err
@@ -230,35 +232,23 @@ func (s *stream) finish() error {
 	return err
 }
 
-// resetStream fails stream id with err, if this side still has it, and
-// sends RST_STREAM with code.
-func (c *Conn) resetStream(id uint32, code http2.ErrCode, err error) {
-	c.reset(id, nil, code, err)
-}
-
-// reset fails stream id with err and sends RST_STREAM with code. With only
-// set, it fails that stream and resets it only if it is still open. The
-// reset is queued before the stream's slot is freed, both holding the write
-// side, so that no new stream can reach the peer ahead of it while the peer
-// still counts the old one against MAX_CONCURRENT_STREAMS.
-func (c *Conn) reset(id uint32, only *stream, code http2.ErrCode, err error) {
+// reset fails s with err and, if it is still open, sends RST_STREAM with
+// code. The reset is queued before the stream's slot is freed, both
+// holding the write side, so that no new stream can reach the peer ahead
+// of it while the peer still counts the old one against
+// MAX_CONCURRENT_STREAMS.
+func (c *Conn) reset(s *stream, code http2.ErrCode, err error) {
 	c.lockWrite()
 	c.mu.Lock()
-	s := c.streams[id]
-	if only != nil {
-		only.failLocked(err)
-	}
-	send := (only == nil || s == only) && !c.closed
-	if s != nil && send {
-		s.failLocked(err)
-	}
+	s.failLocked(err)
+	send := c.streams[s.id] == s && !c.closed
 	c.mu.Unlock()
 	if send && c.werr == nil {
 		// Written without mu: a write that waits on a full socket must
 		// not hold up the read loop or Reserve.
-		c.werr = c.fr.WriteRSTStream(id, code)
+		c.werr = c.fr.WriteRSTStream(s.id, code)
 	}
-	if s != nil && send {
+	if send {
 		c.mu.Lock()
 		c.removeLocked(s)
 		c.mu.Unlock()
@@ -274,9 +264,26 @@ func (c *Conn) removeLocked(s *stream) {
 		return
 	}
 	delete(c.streams, s.id)
+	if s.peerEnded {
+		c.ended[c.endedN%len(c.ended)] = s.id
+		c.endedN++
+	}
 	c.flow.Broadcast()
 	c.idle.Broadcast()
 	c.closeIfDoneLocked()
+}
+
+// peerEndedLocked reports whether stream id, gone from the map, is one of
+// the last streams the peer ended itself. Streams that ended long ago are
+// forgotten: frames for them are then dropped, as for a stream this side
+// reset.
+func (c *Conn) peerEndedLocked(id uint32) bool {
+	for i := range min(c.endedN, len(c.ended)) {
+		if c.ended[i] == id {
+			return true
+		}
+	}
+	return false
 }
 
 // body is a response body. Like most readers, it is for one goroutine:

@@ -1,9 +1,12 @@
 package h2
 
 import (
+	"fmt"
 	"net"
 	"runtime"
 	"time"
+
+	"golang.org/x/net/http2"
 )
 
 // lockWrite takes the write side; <-c.wlock gives it back.
@@ -47,6 +50,9 @@ func (c *Conn) flushLoop() {
 			return
 		}
 		runtime.Gosched()
+		if h := c.cfg.hooks; h != nil && h.flush != nil {
+			h.flush()
+		}
 		if err := c.flushNow(); err != nil {
 			c.closeWith(err)
 		}
@@ -62,6 +68,7 @@ func (c *Conn) flushNow() error {
 	out := c.wbuf
 	c.wbuf, c.spare = c.spare[:0], nil
 	c.flushPending = false
+	c.ctrlQueued = 0
 	err := c.werr
 	<-c.wlock
 	if err == nil && len(out) > 0 {
@@ -96,6 +103,45 @@ func (c *Conn) writeNow(frames func() error) {
 	<-c.wlock
 	c.flushNow()
 }
+
+// writeControl is write for the answers the peer's own frames call for:
+// acks of its PINGs and SETTINGS. A peer that sends those without end and
+// does not read would have them pile up while a flush waits on the socket
+// (up to WriteTimeout): a PING flood made 240 MiB of acks in 10 seconds.
+// Past maxQueuedControl bytes of them not yet taken by a flush, the
+// connection fails with errControlFlood instead.
+//
+// The other frames the read loop writes cannot pile up that way: a
+// RST_STREAM ends an open stream, and only requests open streams (at most
+// 1000 at a time, 13 bytes each); a WINDOW_UPDATE returns at least half a
+// window (26 bytes for every 1 MiB or more received).
+func (c *Conn) writeControl(frames func() error) error {
+	c.lockWrite()
+	if c.werr == nil && c.ctrlQueued >= maxQueuedControl {
+		<-c.wlock
+		return errControlFlood
+	}
+	if c.werr == nil {
+		n := len(c.wbuf)
+		c.werr = frames()
+		c.ctrlQueued += len(c.wbuf) - n
+	}
+	return c.unlockWrite()
+}
+
+// maxQueuedControl bounds the bytes of PING and SETTINGS acks waiting for
+// a flush: about 7 700 PING acks, or 14 500 SETTINGS acks (x/net's server
+// allows 10 000 queued control frames). A peer that behaves has a PING or
+// two, and a SETTINGS, unanswered at a time, and a flush takes what is
+// queued as soon as the socket takes the previous one; so only a peer that
+// floods them while it stops reading reaches it. The write side then
+// holds at most this much more than requests and bodies put there.
+const maxQueuedControl = 128 << 10
+
+// errControlFlood ends a connection whose peer sends PING or SETTINGS
+// frames faster than it reads their acks.
+var errControlFlood = fmt.Errorf("%w: more than %d bytes of PING and SETTINGS acks queued for a peer that does not read them",
+	http2.ConnectionError(http2.ErrCodeEnhanceYourCalm), maxQueuedControl)
 
 // writeOpen runs frames on the write side if s may still send: neither
 // side has reset it. A frame on a stream the peer has closed is a
