@@ -58,6 +58,9 @@ type Listen struct {
 	// DrainTimeout is listen.drain_timeout. It bounds the graceful stop on
 	// SIGTERM/SIGINT: requests still running after it are cut.
 	DrainTimeout time.Duration
+	// WriteIdleTimeout is listen.write_idle_timeout: how long a client may
+	// take no response bytes before its stream is reset.
+	WriteIdleTimeout time.Duration
 }
 
 // TLS names a PEM certificate chain and its private key.

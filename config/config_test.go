@@ -102,6 +102,7 @@ func TestMinimalConfigGetsDefaults(t *testing.T) {
 		{"listen.tls", c.Listen.TLS, (*config.TLS)(nil)},
 		{"listen.admission_wait", c.Listen.AdmissionWait, 100 * time.Millisecond},
 		{"listen.drain_timeout", c.Listen.DrainTimeout, 15 * time.Second},
+		{"listen.write_idle_timeout", c.Listen.WriteIdleTimeout, 30 * time.Second},
 		{"admin.address", c.Admin.Address, "127.0.0.1:9901"},
 		{"log.level", c.Log.Level, "info"},
 		{"trusted_proxies", c.TrustedProxies, []netip.Prefix(nil)},

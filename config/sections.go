@@ -35,9 +35,10 @@ func (d *decoder) config(raw map[string]any) *Config {
 
 func (d *decoder) listen(n node) Listen {
 	l := Listen{
-		Address:       d.hostPort(n, "address"),
-		AdmissionWait: d.duration(n, "admission_wait"),
-		DrainTimeout:  d.duration(n, "drain_timeout"),
+		Address:          d.hostPort(n, "address"),
+		AdmissionWait:    d.duration(n, "admission_wait"),
+		DrainTimeout:     d.duration(n, "drain_timeout"),
+		WriteIdleTimeout: d.duration(n, "write_idle_timeout"),
 	}
 	if n.m["tls"] == nil {
 		return l

@@ -46,6 +46,7 @@ type Envelope struct {
 	Aborted         bool // the response was cut short; the client's stream must be reset
 
 	body      *trackedBody
+	relay     func() (int, error) // what Stream left for the listener to run, until Relay runs it
 	tryOpen   bool            // BeginTry was called and EndTry not yet
 	repicks   int             // picks the pool could not use, see Repick
 	retryHeld *upstream.Group // whose retry budget this envelope holds a place in
@@ -115,6 +116,14 @@ func (e *Envelope) Finish(status int, err error) bool {
 	if !e.finished.CompareAndSwap(false, true) {
 		return false
 	}
+	e.settle(status, err)
+	e.done <- struct{}{}
+	return true
+}
+
+// settle records how the request ended and, where nothing of the response
+// went out yet, writes the error response.
+func (e *Envelope) settle(status int, err error) {
 	if e.tryOpen || e.retryHeld != nil {
 		// Finished by someone other than the pool (expired in a queue,
 		// a stage panic, a final sweep): the try still ends.
@@ -128,8 +137,34 @@ func (e *Envelope) Finish(status int, err error) bool {
 	case status != StatusClientClosed:
 		writeError(e.Writer, status, err)
 	}
+}
+
+// Stream finishes e as Finish does, except that the response is not
+// written yet: relay writes it, on the listener's goroutine, when the
+// listener calls Relay after Done. It is how the pool hands over a response
+// whose pace is the client's, so that no pool worker waits on a client's
+// flow control. The try stays open until relay ends it; relay returns the
+// status and error to record, as Finish takes them. Like Finish, only the
+// first of Stream and Finish counts; it reports whether this one did.
+func (e *Envelope) Stream(relay func() (status int, err error)) bool {
+	if !e.finished.CompareAndSwap(false, true) {
+		return false
+	}
+	e.relay = relay
 	e.done <- struct{}{}
 	return true
+}
+
+// Relay runs what Stream left for the listener, if anything, and records
+// its outcome as Finish would have. The listener calls it once Done has
+// fired, before it reads Status or Aborted.
+func (e *Envelope) Relay() {
+	relay := e.relay
+	if relay == nil {
+		return
+	}
+	e.relay = nil
+	e.settle(relay())
 }
 
 // BeginTry starts a try on ep: ep counts the request as in flight until

@@ -47,6 +47,7 @@ type Listener struct {
 	cert      atomic.Pointer[tls.Certificate]
 	admission atomic.Int64 // time.Duration
 	drain     atomic.Int64 // time.Duration: how long a replaced socket serves on
+	writeIdle atomic.Int64 // time.Duration: listen.write_idle_timeout
 	inFlight  atomic.Int64
 
 	// afterFunc runs f once d has passed: time.AfterFunc, which tests
@@ -79,6 +80,7 @@ func New(cfg *config.Config, router *stages.Mailbox, recorder Recorder, log *slo
 	}
 	l.admission.Store(int64(cfg.Listen.AdmissionWait))
 	l.drain.Store(int64(cfg.Listen.DrainTimeout))
+	l.writeIdle.Store(int64(cfg.Listen.WriteIdleTimeout))
 	l.tls = http3.ConfigureTLSConfig(&tls.Config{
 		MinVersion: tls.VersionTLS13,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
@@ -166,6 +168,7 @@ func (l *Listener) SendControl(_ context.Context, c stages.Control) error {
 	}
 	l.admission.Store(int64(cfg.Listen.AdmissionWait))
 	l.drain.Store(int64(cfg.Listen.DrainTimeout))
+	l.writeIdle.Store(int64(cfg.Listen.WriteIdleTimeout))
 	if moved != nil {
 		l.move(moved, cfg.Listen.Address)
 	}
@@ -293,9 +296,10 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	l.inFlight.Add(1)
 	defer l.inFlight.Add(-1)
 	e := envelope.Get()
+	cw := &clientWriter{ResponseWriter: w, e: e, idle: time.Duration(l.writeIdle.Load())}
 	e.Ctx = r.Context()
 	e.Request = r
-	e.Writer = w
+	e.Writer = cw
 	e.ClientAddr = r.RemoteAddr
 	e.Arrived = time.Now()
 
@@ -303,13 +307,25 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		e.Finish(http.StatusServiceUnavailable, ErrOverloaded)
 	}
 	<-e.Done()
+	// A response the pool handed over is relayed here, at the client's
+	// pace, on this request's own goroutine.
+	e.Relay()
 	l.recorder.Record(e)
-	aborted := e.Aborted
+	aborted, incomplete := e.Aborted, e.Status == envelope.StatusClientClosed && !e.ResponseStarted
+	// quic-go writes what is still buffered when the handler returns:
+	// that write is bounded too.
+	cw.boundLast()
 	e.Release()
-	if aborted {
-		// quic-go resets the stream when a handler panics with this value,
-		// so the client sees an error rather than a clean, short body.
+	switch {
+	case aborted:
+		// quic-go resets the stream when a handler panics with this
+		// value, so the client sees an error rather than a clean,
+		// short body.
 		panic(http.ErrAbortHandler)
+	case incomplete:
+		// Nothing was answered: the client went away or its body
+		// failed. Returning would send an empty 200.
+		resetIncomplete(w)
 	}
 }
 

@@ -34,11 +34,13 @@ var bufPool = sync.Pool{New: func() any {
 	return &b
 }}
 
-// Handle forwards e's request to e.Endpoint, streams the response to
-// e.Writer and finishes e, or, when the try failed in a way the route says
-// to retry and it is safe to, sends e back to the balancer for another
+// Handle forwards e's request to e.Endpoint and, once the upstream has
+// answered, hands the response to the listener to relay at the client's
+// pace (Envelope.Stream), so that the worker is free again; or it finishes
+// e with an error; or, when the try failed in a way the route says to
+// retry and it is safe to, it sends e back to the balancer for another
 // endpoint. Every try ends with one e.EndTry, which feeds the endpoint's
-// latency and outlier state.
+// latency and outlier state; a relayed try ends when its relay does.
 func (p *Pool) Handle(e *envelope.Envelope) {
 	start := time.Now()
 	c, ec := p.lookup(e.Route.Upstream, e.Endpoint.Address)
@@ -53,6 +55,12 @@ func (p *Pool) Handle(e *envelope.Envelope) {
 		return
 	}
 	t := p.exchange(e, c, ec)
+	if t.answer != nil {
+		a := t.answer
+		a.latency = time.Since(start)
+		e.Stream(func() (int, error) { return a.relay(e) })
+		return
+	}
 	// A client that went away is not the endpoint's fault, whatever the
 	// try's error says; a route timeout is (the endpoint was slow).
 	failed := t.upstreamFailed() && !errors.Is(e.Ctx.Err(), context.Canceled)
@@ -82,6 +90,8 @@ type try struct {
 	// retry, when set, is the group whose retry budget a place was taken
 	// in for this try's retry.
 	retry *upstream.Group
+	// answer, when set, is the upstream's response, to go to the client.
+	answer *answer
 }
 
 // upstreamFailed reports whether the endpoint is to blame, for outlier
@@ -152,21 +162,28 @@ func replayable(e *envelope.Envelope, condition string) bool {
 	return false
 }
 
-// forward does one try.
-func (p *Pool) exchange(e *envelope.Envelope, c *connector, ec *endpointConns) try {
+// exchange does one try: it sends the request and waits for the response
+// head (and a small body whole), and returns either a failure or the
+// answer to relay.
+func (p *Pool) exchange(e *envelope.Envelope, c *connector, ec *endpointConns) (t try) {
 	cc, err := ec.get(e.Ctx, c)
 	if err != nil {
 		return failure(err)
 	}
 	// The per-try timeout bounds the wait for the response headers only:
 	// it cancels the try's context while waiting and is stopped as soon as
-	// the headers are in, so a long body is never cut by it.
+	// the headers are in, so a long body is never cut by it. The context
+	// lives as long as the response: an answer's relay ends it.
 	ctx := e.Ctx
 	var perTry *time.Timer
+	var cancel context.CancelFunc
 	if d := e.Route.Retries.PerTryTimeout; d > 0 {
-		var cancel context.CancelFunc
 		ctx, cancel = context.WithCancel(ctx)
-		defer cancel()
+		defer func() {
+			if t.answer == nil {
+				cancel()
+			}
+		}()
 		perTry = time.AfterFunc(d, cancel)
 	}
 	resp, err := cc.RoundTrip(ctx, outbound(e, c.scheme))
@@ -190,10 +207,16 @@ func (p *Pool) exchange(e *envelope.Envelope, c *connector, ec *endpointConns) t
 	if err != nil {
 		return failure(err)
 	}
+	a := &answer{resp: resp, cancel: cancel}
 	// Closing the body before e is finished cancels the upstream stream if
 	// it is still open and waits until the transport is done with the
-	// request, whose body and trailers belong to e.
-	defer resp.Body.Close()
+	// request, whose body and trailers belong to e. An answer's relay
+	// closes it instead.
+	defer func() {
+		if t.answer == nil {
+			a.release()
+		}
+	}()
 	if e.Attempt < e.Route.Retries.Attempts {
 		// A status the route retries on: hold the response back, so the
 		// next try can still answer, if a retry is possible at all. If
@@ -206,25 +229,22 @@ func (p *Pool) exchange(e *envelope.Envelope, c *connector, ec *endpointConns) t
 				condition: cond, answered: resp.StatusCode, retry: g}
 		}
 	}
-	var head []byte
 	if resp.ContentLength > 0 && resp.ContentLength <= smallBody && e.Request.Method != http.MethodHead &&
 		resp.StatusCode != http.StatusNoContent && resp.StatusCode != http.StatusNotModified {
 		// A small body is read whole before anything goes to the
 		// client, so an upstream that dies in the middle of it is a
 		// failure before the response, which an idempotent request may
 		// retry, rather than a reset the client sees.
-		bp := bufPool.Get().(*[]byte)
-		defer bufPool.Put(bp)
-		head = (*bp)[:resp.ContentLength]
-		if _, err := io.ReadFull(resp.Body, head); err != nil {
+		a.buf = bufPool.Get().(*[]byte)
+		a.head = (*a.buf)[:resp.ContentLength]
+		if _, err := io.ReadFull(resp.Body, a.head); err != nil {
 			if errors.Is(err, h2.ErrRequestBody) {
 				return failure(err)
 			}
 			return try{status: http.StatusBadGateway, err: ErrUpstreamReset, condition: "reset-before-response"}
 		}
 	}
-	status, err := respond(e, resp, head)
-	return try{status: status, err: err}
+	return try{answer: a}
 }
 
 // smallBody is the largest response body read whole before the response
@@ -273,12 +293,59 @@ func bodiless(method string) bool {
 	return method == http.MethodGet || method == http.MethodHead
 }
 
+// answer is an upstream response on its way to the client: the pool
+// worker hands it to the listener's goroutine (Envelope.Stream), which
+// relays it at the client's pace.
+type answer struct {
+	resp    *http.Response
+	head    []byte             // the body, when it was read ahead whole
+	buf     *[]byte            // head's buffer, from bufPool
+	cancel  context.CancelFunc // ends the try's own context, if it has one
+	latency time.Duration      // until the upstream's head (and small body) were in
+}
+
+// release gives back what the answer holds: the upstream stream (closing
+// the body resets it if it is still open), the try's context and the
+// buffer.
+func (a *answer) release() {
+	a.resp.Body.Close()
+	if a.cancel != nil {
+		a.cancel()
+	}
+	if a.buf != nil {
+		bufPool.Put(a.buf)
+	}
+}
+
+// relay sends the answer to e.Writer, ends the try and returns how the
+// request ended. The endpoint is judged by its own part: its status, or a
+// body it cut short; its latency is the time to its answer, not the
+// client's pace of reading it.
+func (a *answer) relay(e *envelope.Envelope) (int, error) {
+	defer a.release()
+	status, err := respond(e, a.resp, a.head)
+	if err != nil && e.Ctx.Err() != nil {
+		// The route timeout or the client's going away ended the
+		// relay, whatever the read or write that noticed it says.
+		status, err = envelope.StatusClientClosed, stages.ErrClientClosed
+		if errors.Is(e.Ctx.Err(), context.DeadlineExceeded) {
+			status, err = http.StatusGatewayTimeout, stages.ErrTimeout
+		}
+	}
+	t := try{status: status, err: err}
+	failed := t.upstreamFailed() && !errors.Is(e.Ctx.Err(), context.Canceled)
+	e.EndTry(time.Now().UnixNano(), a.latency, failed)
+	return status, err
+}
+
 // respond sends resp's header, body (head, what was read of it ahead, then
-// the rest) and trailers to e.Writer.
+// the rest) and trailers to e.Writer. The listener bounds each write
+// (listen.write_idle_timeout, the route's deadline).
 func respond(e *envelope.Envelope, resp *http.Response, head []byte) (int, error) {
 	// The client connection has refused responses with connection-specific
 	// fields as malformed (RFC 9113 §8.2.2), so the header passes as it is.
-	h := e.Writer.Header()
+	w := e.Writer
+	h := w.Header()
 	maps.Copy(h, resp.Header)
 	e.ResponseStarted = true
 	e.Writer.WriteHeader(resp.StatusCode)
@@ -288,17 +355,17 @@ func respond(e *envelope.Envelope, resp *http.Response, head []byte) (int, error
 	// it is given, and the end of the handler sends the rest.
 	var rc *http.ResponseController
 	if resp.ContentLength < 0 {
-		rc = http.NewResponseController(e.Writer)
+		rc = http.NewResponseController(w)
 		if err := flush(rc); err != nil {
 			return envelope.StatusClientClosed, stages.ErrClientClosed
 		}
 	}
 	if len(head) > 0 {
-		if _, err := e.Writer.Write(head); err != nil {
+		if _, err := w.Write(head); err != nil {
 			return envelope.StatusClientClosed, stages.ErrClientClosed
 		}
 	}
-	if err := copyBody(e.Writer, rc, resp.Body); err != nil {
+	if err := copyBody(w, rc, resp.Body); err != nil {
 		if errors.Is(err, stages.ErrClientClosed) {
 			return envelope.StatusClientClosed, err
 		}

@@ -340,6 +340,7 @@ func run(t testing.TB, p *Pool, e *envelope.Envelope) result {
 	t.Helper()
 	p.Handle(e)
 	testkit.Recv(t, e.Done(), "the envelope to be finished")
+	e.Relay()
 	rec, _ := e.Writer.(*httptest.ResponseRecorder)
 	r := result{rec: rec, status: e.Status, err: e.Err, responseStarted: e.ResponseStarted, aborted: e.Aborted}
 	e.Release()

@@ -32,6 +32,7 @@ func TestServeWarmsForwardsAndStops(t *testing.T) {
 		t.Fatal(err)
 	}
 	testkit.Recv(t, e.Done(), "the envelope to be finished")
+	e.Relay()
 	if e.Status != http.StatusOK {
 		t.Errorf("finished with %d, %v", e.Status, e.Err)
 	}

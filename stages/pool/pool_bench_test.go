@@ -17,6 +17,7 @@ func BenchmarkForward(b *testing.B) {
 		e := newEnvelope(ctx, be.addr, httptest.NewRequest(http.MethodGet, "http://example.com/", nil))
 		p.Handle(e)
 		<-e.Done()
+		e.Relay()
 		if e.Status != http.StatusOK {
 			b.Fatalf("finished with %d, %v", e.Status, e.Err)
 		}

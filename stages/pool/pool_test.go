@@ -589,6 +589,7 @@ func TestExpiredInTheQueueEndsTheTry(t *testing.T) {
 	done := make(chan struct{})
 	go func() { p.Serve(sctx); close(done) }()
 	<-e.Done()
+	e.Relay()
 	stop()
 	<-done
 	e.Release()
