@@ -4,11 +4,14 @@
 // A full data lane is backpressure. Nothing here grows without bound: a sender
 // either waits (Send, until its context ends) or is told no at once (TrySend).
 // The data lane's capacity can be changed while the mailbox is in use
-// (Resize), so that a config reload can resize a stage's queue live.
+// (Resize), so that a config reload can resize a stage's queue live. Once
+// its reader has stopped for good, Close refuses every later send, so that
+// nothing is queued where nobody will ever take it.
 package mailbox
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,7 +46,8 @@ import (
 // that was handed data has it even if its ctx ends as it wakes. No wake-up
 // is shared, so none can be lost or taken by the wrong goroutine.
 type Mailbox[T, C any] struct {
-	mu sync.Mutex
+	mu     sync.Mutex
+	closed bool // Close was called: data sends are refused
 	// The data lane, guarded by mu: n messages from buf[head] on, wrapping
 	// around. len(buf) >= max(size, n); it exceeds size only after Resize
 	// shrank the lane below n, until receivers drain it.
@@ -101,11 +105,38 @@ func (m *Mailbox[T, C]) Resize(dataCap int) {
 	admitted.wakeAll()
 }
 
+// ErrClosed is returned by a send to a mailbox that Close closed, or that
+// was waiting for room when it was closed: the message was not taken.
+var ErrClosed = errors.New("mailbox: closed")
+
+// Close refuses every data send from now on, including those waiting for
+// room, which return ErrClosed. What is already on the lane stays, for a
+// final sweep with TryReceive. It is for a mailbox whose readers have
+// stopped for good; a closed mailbox stays closed.
+func (m *Mailbox[T, C]) Close() {
+	m.mu.Lock()
+	m.closed = true
+	var refused waitList[T]
+	for w := m.sendq.head; w != nil; w = m.sendq.head {
+		m.sendq.remove(w)
+		w.refused = true
+		refused.add(w)
+	}
+	m.mu.Unlock()
+	refused.wakeAll()
+}
+
 // Send puts v on the data lane, waiting for room until ctx ends. A send that
 // had to wait is counted as blocked; one that gave up is counted as dropped
-// and returns ctx's error. Sending hands v over to the receiver.
+// and returns ctx's error, or ErrClosed if the mailbox was closed. Sending
+// hands v over to the receiver.
 func (m *Mailbox[T, C]) Send(ctx context.Context, v T) error {
 	m.mu.Lock()
+	if m.closed {
+		m.dropped++
+		m.mu.Unlock()
+		return ErrClosed
+	}
 	if r, ok := m.offerLocked(v); ok {
 		m.mu.Unlock()
 		r.wake()
@@ -123,6 +154,11 @@ func (m *Mailbox[T, C]) Send(ctx context.Context, v T) error {
 // the lane is full, so a send with room costs nothing extra.
 func (m *Mailbox[T, C]) SendWithin(ctx context.Context, v T, d time.Duration) error {
 	m.mu.Lock()
+	if m.closed {
+		m.dropped++
+		m.mu.Unlock()
+		return ErrClosed
+	}
 	if r, ok := m.offerLocked(v); ok {
 		m.mu.Unlock()
 		r.wake()
@@ -141,6 +177,11 @@ func (m *Mailbox[T, C]) SendWithin(ctx context.Context, v T, d time.Duration) er
 // A refused message is counted as dropped.
 func (m *Mailbox[T, C]) TrySend(v T) bool {
 	m.mu.Lock()
+	if m.closed {
+		m.dropped++
+		m.mu.Unlock()
+		return false
+	}
 	r, ok := m.offerLocked(v)
 	if !ok {
 		m.dropped++
@@ -168,14 +209,13 @@ func (m *Mailbox[T, C]) offerLocked(v T) (*waiter[T], bool) {
 	return nil, false
 }
 
-// wait parks a sender queued in sendq until its message is on the lane or
-// it gives up.
+// wait parks a sender queued in sendq until its message is on the lane, it
+// gives up, or Close refuses it.
 func (m *Mailbox[T, C]) wait(ctx context.Context, w *waiter[T], expire <-chan time.Time) error {
 	var err error
 	select {
 	case <-w.done:
-		m.release(w)
-		return nil
+		return m.finishSend(w)
 	case <-ctx.Done():
 		err = ctx.Err()
 	case <-expire:
@@ -183,18 +223,31 @@ func (m *Mailbox[T, C]) wait(ctx context.Context, w *waiter[T], expire <-chan ti
 	}
 	m.mu.Lock()
 	if !w.queued {
-		// Its message went onto the lane before we could give up, so
-		// it was sent after all; the wake-up is on its way.
+		// Its message went onto the lane (or Close refused it) before
+		// we could give up; the wake-up is on its way.
 		m.mu.Unlock()
 		<-w.done
-		m.release(w)
-		return nil
+		return m.finishSend(w)
 	}
 	m.sendq.remove(w)
 	m.dropped++
 	m.mu.Unlock()
 	m.release(w)
 	return err
+}
+
+// finishSend is how a woken sender's send ended: on the lane, or refused by
+// Close (and counted as dropped). It releases w.
+func (m *Mailbox[T, C]) finishSend(w *waiter[T]) error {
+	refused := w.refused
+	m.release(w)
+	if !refused {
+		return nil
+	}
+	m.mu.Lock()
+	m.dropped++
+	m.mu.Unlock()
+	return ErrClosed
 }
 
 // admitLocked moves the messages of the senders that have waited longest
@@ -386,6 +439,7 @@ type waiter[T any] struct {
 	prev, next *waiter[T]
 	queued     bool
 	poked      bool          // a receiver woken for a control message
+	refused    bool          // a sender woken by Close: its message was not taken
 	done       chan struct{} // capacity 1
 }
 
@@ -410,7 +464,7 @@ func (m *Mailbox[T, C]) queueLocked(q *waitq[T]) *waiter[T] {
 // any, has been taken, zeroing it so that nothing outlives its use.
 func (m *Mailbox[T, C]) release(w *waiter[T]) {
 	var zero T
-	w.v, w.poked = zero, false
+	w.v, w.poked, w.refused = zero, false, false
 	m.waiters.Put(w)
 }
 

@@ -61,9 +61,11 @@ func FinishExpired(e *envelope.Envelope) bool {
 }
 
 // HandOn hands e to the next stage's mailbox, waiting for room as long as
-// e's context allows; if it ends first, e is finished here (504 or 499).
+// e's context allows; if it ends first, e is finished here (504 or 499),
+// and if the next stage has stopped for good (its mailbox closed), with
+// 503.
 func HandOn(next *Mailbox, e *envelope.Envelope) {
-	if next.Send(e.Ctx, e) != nil {
-		FinishExpired(e)
+	if next.Send(e.Ctx, e) != nil && !FinishExpired(e) {
+		e.Finish(http.StatusServiceUnavailable, ErrStopped)
 	}
 }

@@ -56,9 +56,12 @@ func (w *Workers) Tune(s config.Stage) {
 	w.resizeLocked()
 }
 
-// Stopped finishes every envelope still queued: the stage has stopped for
-// good and nobody would serve them (supervisor.Stopper).
+// Stopped closes the mailbox, so that later sends are refused and their
+// envelopes finished by the sender, and finishes every envelope still
+// queued: the stage has stopped for good and nobody would serve them
+// (supervisor.Stopper).
 func (w *Workers) Stopped() {
+	w.Inbox.Close()
 	for {
 		e, ok := w.Inbox.TryReceive()
 		if !ok {
