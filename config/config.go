@@ -58,9 +58,30 @@ type Listen struct {
 	// DrainTimeout is listen.drain_timeout. It bounds the graceful stop on
 	// SIGTERM/SIGINT: requests still running after it are cut.
 	DrainTimeout time.Duration
+	// Limits bound what one client may ask of spooky (listen.limits).
+	Limits ClientLimits
+	// QUIC tunes the QUIC transport (listen.quic).
+	QUIC QUIC
 	// WriteIdleTimeout is listen.write_idle_timeout: how long a client may
 	// take no response bytes before its stream is reset.
 	WriteIdleTimeout time.Duration
+}
+
+// ClientLimits is listen.limits: the bounds on what one client may ask.
+type ClientLimits struct {
+	RequestHeaderBytes   int64 // listen.limits.request_header_bytes
+	RequestHeaders       int   // listen.limits.request_headers
+	RequestBodyBytes     int64 // listen.limits.request_body_bytes; 0: none
+	Connections          int   // listen.limits.connections
+	ConnectionsPerClient int   // listen.limits.connections_per_client
+	ResetsPerSecond      int   // listen.limits.resets_per_second
+}
+
+// QUIC is listen.quic.
+type QUIC struct {
+	MaxStreams    int // listen.quic.max_streams
+	MaxHandshakes int // listen.quic.max_handshakes
+	RetryAbove    int // listen.quic.retry_above; 0: always Retry
 }
 
 // TLS names a PEM certificate chain and its private key.

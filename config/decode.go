@@ -171,6 +171,45 @@ func (d *decoder) integer(n node, name string, least int) int {
 	})
 }
 
+// size reads a number of bytes: a whole number, or one with a unit of
+// KiB, MiB or GiB ("64KiB"). A key's "0" means no limit where its meaning
+// says so.
+func (d *decoder) size(n node, name string) int64 {
+	return read(d, n, name, "a size in bytes, such as 65536, 64KiB, 16MiB or 1GiB", func(v any) (int64, bool) {
+		switch x := v.(type) {
+		case int:
+			return int64(x), x >= 0
+		case int64:
+			return x, x >= 0
+		case float64:
+			return int64(x), x >= 0 && x == float64(int64(x))
+		case string:
+			return parseSize(x)
+		}
+		return 0, false
+	})
+}
+
+// parseSize parses a whole number of bytes with an optional binary unit.
+func parseSize(s string) (int64, bool) {
+	s = strings.TrimSpace(s)
+	unit := int64(1)
+	for _, u := range []struct {
+		suffix string
+		bytes  int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}} {
+		if rest, ok := strings.CutSuffix(s, u.suffix); ok {
+			s, unit = strings.TrimSpace(rest), u.bytes
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/unit {
+		return 0, false
+	}
+	return n * unit, true
+}
+
 func (d *decoder) boolean(n node, name string) bool {
 	return read(d, n, name, "true or false", func(v any) (bool, bool) {
 		switch x := v.(type) {

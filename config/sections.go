@@ -40,6 +40,24 @@ func (d *decoder) listen(n node) Listen {
 		DrainTimeout:     d.duration(n, "drain_timeout"),
 		WriteIdleTimeout: d.duration(n, "write_idle_timeout"),
 	}
+	ln := d.child(n, "limits")
+	l.Limits = ClientLimits{
+		RequestHeaderBytes:   d.size(ln, "request_header_bytes"),
+		RequestHeaders:       d.integer(ln, "request_headers", 1),
+		RequestBodyBytes:     d.size(ln, "request_body_bytes"),
+		Connections:          d.integer(ln, "connections", 1),
+		ConnectionsPerClient: d.integer(ln, "connections_per_client", 1),
+		ResetsPerSecond:      d.integer(ln, "resets_per_second", 1),
+	}
+	if l.Limits.RequestHeaderBytes < 1<<10 {
+		d.fail("listen.limits.request_header_bytes", l.Limits.RequestHeaderBytes, "at least 1KiB")
+	}
+	qn := d.child(n, "quic")
+	l.QUIC = QUIC{
+		MaxStreams:    d.integer(qn, "max_streams", 1),
+		MaxHandshakes: d.integer(qn, "max_handshakes", 1),
+		RetryAbove:    d.integer(qn, "retry_above", 0),
+	}
 	if n.m["tls"] == nil {
 		return l
 	}

@@ -47,9 +47,9 @@ type Envelope struct {
 
 	body      *trackedBody
 	relay     func() (int, error) // what Stream left for the listener to run, until Relay runs it
-	tryOpen   bool            // BeginTry was called and EndTry not yet
-	repicks   int             // picks the pool could not use, see Repick
-	retryHeld *upstream.Group // whose retry budget this envelope holds a place in
+	tryOpen   bool                // BeginTry was called and EndTry not yet
+	repicks   int                 // picks the pool could not use, see Repick
+	retryHeld *upstream.Group     // whose retry budget this envelope holds a place in
 	cancel    context.CancelFunc
 	done      chan struct{}
 	finished  atomic.Bool

@@ -29,8 +29,12 @@ type Info struct {
 	Workers int `json:"workers,omitempty"`
 	// InFlight is how many requests the listener holds, each on its own
 	// http3 handler goroutine.
-	InFlight int            `json:"in_flight,omitempty"`
-	Mailbox  *mailbox.Stats `json:"mailbox,omitempty"`
+	InFlight int `json:"in_flight,omitempty"`
+	// Refused counts what the stage refused to take, by the limit that
+	// refused it (listen.limits, listen.quic); telemetry shows it as
+	// spooky_refused_total.
+	Refused map[string]uint64 `json:"refused,omitempty"`
+	Mailbox *mailbox.Stats    `json:"mailbox,omitempty"`
 }
 
 // Inspector is implemented by every stage.

@@ -44,11 +44,15 @@ type Listener struct {
 	log      *slog.Logger
 	tls      *tls.Config
 
-	cert      atomic.Pointer[tls.Certificate]
-	admission atomic.Int64 // time.Duration
-	drain     atomic.Int64 // time.Duration: how long a replaced socket serves on
-	writeIdle atomic.Int64 // time.Duration: listen.write_idle_timeout
-	inFlight  atomic.Int64
+	cert          atomic.Pointer[tls.Certificate]
+	admissionWait atomic.Int64 // time.Duration
+	drain         atomic.Int64 // time.Duration: how long a replaced socket serves on
+	writeIdle     atomic.Int64 // time.Duration: listen.write_idle_timeout
+	inFlight      atomic.Int64
+	limits        atomic.Pointer[config.ClientLimits]
+	maxStreams    atomic.Int64 // listen.quic.max_streams, for new connections
+	conns         *admission
+	refused       refusals
 
 	// afterFunc runs f once d has passed: time.AfterFunc, which tests
 	// replace to retire a socket when they choose.
@@ -78,9 +82,10 @@ func New(cfg *config.Config, router *stages.Mailbox, recorder Recorder, log *slo
 	if err := l.loadCertificate(cfg.Listen.TLS); err != nil {
 		return nil, err
 	}
-	l.admission.Store(int64(cfg.Listen.AdmissionWait))
+	l.admissionWait.Store(int64(cfg.Listen.AdmissionWait))
 	l.drain.Store(int64(cfg.Listen.DrainTimeout))
-	l.writeIdle.Store(int64(cfg.Listen.WriteIdleTimeout))
+	l.applyLimits(cfg)
+	l.conns = newAdmission(cfg, &l.refused)
 	l.tls = http3.ConfigureTLSConfig(&tls.Config{
 		MinVersion: tls.VersionTLS13,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
@@ -102,10 +107,15 @@ func (l *Listener) bind(address string) (*socket, error) {
 	if s.conn, err = net.ListenUDP("udp", addr); err != nil {
 		return nil, fmt.Errorf("listener: listen.address %q: %w", address, err)
 	}
-	s.transport = &quic.Transport{Conn: s.conn}
+	s.transport = &quic.Transport{
+		Conn:                s.conn,
+		ConnContext:         l.conns.connContext,
+		VerifySourceAddress: l.conns.verifySourceAddress,
+	}
 	s.ln, err = s.transport.ListenEarly(l.tls, &quic.Config{
-		Allow0RTT:      true,
-		MaxIdleTimeout: 60 * time.Second,
+		Allow0RTT:          true,
+		MaxIdleTimeout:     60 * time.Second,
+		GetConfigForClient: l.quicConfig,
 	})
 	if err != nil {
 		s.conn.Close()
@@ -166,9 +176,10 @@ func (l *Listener) SendControl(_ context.Context, c stages.Control) error {
 			return err
 		}
 	}
-	l.admission.Store(int64(cfg.Listen.AdmissionWait))
+	l.admissionWait.Store(int64(cfg.Listen.AdmissionWait))
 	l.drain.Store(int64(cfg.Listen.DrainTimeout))
-	l.writeIdle.Store(int64(cfg.Listen.WriteIdleTimeout))
+	l.applyLimits(cfg)
+	l.conns.apply(cfg)
 	if moved != nil {
 		l.move(moved, cfg.Listen.Address)
 	}
@@ -225,7 +236,16 @@ func (l *Listener) Addr() net.Addr {
 // Serve serves HTTP/3 until ctx ends, on the current socket and on any that
 // a reload adds.
 func (l *Listener) Serve(ctx context.Context) error {
-	srv := &http3.Server{Handler: l, Logger: l.log}
+	srv := &http3.Server{
+		Handler:     l,
+		Logger:      l.log,
+		ConnContext: serverConnContext,
+		// quic-go reads a request's header block whole before the
+		// handler sees it: this bounds that read, and the handler
+		// applies listen.limits.request_header_bytes itself (counting
+		// the refusal). Set when Serve starts.
+		MaxHeaderBytes: int(min(2*l.limits.Load().RequestHeaderBytes, 1<<30)),
+	}
 	errs := make(chan error, 1)
 	l.mu.Lock()
 	l.srv, l.serveErrs = srv, errs
@@ -287,7 +307,7 @@ func (l *Listener) Close() error {
 // Inspect shows the requests in flight: each one holds an http3 handler
 // goroutine. The listener has no mailbox and no workers of its own.
 func (l *Listener) Inspect() stages.Info {
-	return stages.Info{InFlight: int(l.inFlight.Load())}
+	return stages.Info{InFlight: int(l.inFlight.Load()), Refused: l.refused.snapshot()}
 }
 
 // ServeHTTP turns one HTTP/3 request into an envelope, offers it to the
@@ -303,7 +323,9 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	e.ClientAddr = r.RemoteAddr
 	e.Arrived = time.Now()
 
-	if !l.admit(e) {
+	if status, err := l.checkHeader(r, l.limits.Load()); err != nil {
+		e.Finish(status, err)
+	} else if !l.admit(e) {
 		e.Finish(http.StatusServiceUnavailable, ErrOverloaded)
 	}
 	<-e.Done()
@@ -312,6 +334,11 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	e.Relay()
 	l.recorder.Record(e)
 	aborted, incomplete := e.Aborted, e.Status == envelope.StatusClientClosed && !e.ResponseStarted
+	if incomplete && r.Context().Err() != nil && earlyReset(r.Context(), &l.refused) {
+		// The client reset this stream before its answer, and too many
+		// like it: the connection is closed, this stream with it.
+		incomplete = false
+	}
 	// quic-go writes what is still buffered when the handler returns:
 	// that write is bounded too.
 	cw.boundLast()
@@ -331,5 +358,5 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // admit offers e to the router, waiting at most the admission wait.
 func (l *Listener) admit(e *envelope.Envelope) bool {
-	return l.router.SendWithin(e.Ctx, e, time.Duration(l.admission.Load())) == nil
+	return l.router.SendWithin(e.Ctx, e, time.Duration(l.admissionWait.Load())) == nil
 }

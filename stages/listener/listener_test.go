@@ -35,6 +35,9 @@ func listenConfig(address string) *config.Config {
 		Address:       address,
 		AdmissionWait: time.Second,
 		DrainTimeout:  5 * time.Second,
+		Limits: config.ClientLimits{RequestHeaderBytes: 64 << 10, RequestHeaders: 100, RequestBodyBytes: 1 << 20,
+			Connections: 100, ConnectionsPerClient: 100, ResetsPerSecond: 100},
+		QUIC: config.QUIC{MaxStreams: 100, MaxHandshakes: 100, RetryAbove: 100},
 	}}
 }
 
@@ -298,8 +301,8 @@ func TestReloadToAnAddressInUseChangesNothing(t *testing.T) {
 	if l.cert.Load() != cert {
 		t.Error("the certificate changed")
 	}
-	if time.Duration(l.admission.Load()) != cfg.Listen.AdmissionWait || l.DrainTimeout() != cfg.Listen.DrainTimeout {
-		t.Errorf("admission wait %v, drain timeout %v changed", time.Duration(l.admission.Load()), l.DrainTimeout())
+	if time.Duration(l.admissionWait.Load()) != cfg.Listen.AdmissionWait || l.DrainTimeout() != cfg.Listen.DrainTimeout {
+		t.Errorf("admission wait %v, drain timeout %v changed", time.Duration(l.admissionWait.Load()), l.DrainTimeout())
 	}
 	if len(retirements) > 0 {
 		t.Error("a socket was retired")

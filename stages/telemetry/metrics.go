@@ -17,7 +17,8 @@ import (
 //	spooky_request_duration_seconds{route,upstream}      histogram, arrival to finish
 //	spooky_stage_queue_length{stage}                     envelopes waiting in a stage's mailbox
 //	spooky_config_reloads_total{result="ok"|"error"}     reloads applied and failed
-//	spooky_telemetry_events_dropped                      events Record found no room for
+//	spooky_telemetry_events_dropped_total                events Record found no room for
+//	spooky_refused_total{stage,reason}                   what a stage refused to take, by limit (stages.Info.Refused)
 //	spooky_upstream_*{group,endpoint}                    live endpoint state, see writeUpstreamMetrics
 //
 // and the Go runtime's and the process's (go_*, process_*).
@@ -49,7 +50,7 @@ func (t *Telemetry) observe(ev Event) {
 }
 
 func (t *Telemetry) registerDropGauge() {
-	t.set.NewGauge("spooky_telemetry_events_dropped", func() float64 {
+	t.set.NewGauge("spooky_telemetry_events_dropped_total", func() float64 {
 		return float64(t.inbox.Stats().Dropped)
 	})
 }
@@ -77,8 +78,22 @@ func (t *Telemetry) registerReloadGauges(status func() ConfigStatus) {
 // writeMetrics writes every series.
 func (t *Telemetry) writeMetrics(w io.Writer) {
 	t.set.WritePrometheus(w)
+	t.writeRefusals(w)
 	t.writeUpstreamMetrics(w)
 	metrics.WriteProcessMetrics(w)
+}
+
+// writeRefusals writes every stage's refusals by reason, in a stable order.
+func (t *Telemetry) writeRefusals(w io.Writer) {
+	t.mu.Lock()
+	named := slices.Clone(t.stages)
+	t.mu.Unlock()
+	for _, s := range named {
+		refused := s.in.Inspect().Refused
+		for _, reason := range slices.Sorted(maps.Keys(refused)) {
+			fmt.Fprintf(w, "spooky_refused_total{stage=%q,reason=%q} %d\n", s.name, reason, refused[reason])
+		}
+	}
 }
 
 // writeUpstreamMetrics writes per-endpoint series straight from the live

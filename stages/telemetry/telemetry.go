@@ -84,7 +84,7 @@ func (t *Telemetry) Inbox() *Inbox { return t.inbox }
 
 // Record offers a finished request's figures; it never blocks. When the
 // inbox is full the event is dropped, and counted in
-// spooky_telemetry_events_dropped.
+// spooky_telemetry_events_dropped_total.
 func (t *Telemetry) Record(e *envelope.Envelope) {
 	ev := Event{Status: e.Status, Duration: time.Since(e.Arrived)}
 	if e.Route != nil {

@@ -124,7 +124,7 @@ func TestMetricsForRecordedEvents(t *testing.T) {
 			`spooky_request_duration_seconds_sum{route="*/",upstream="app"} 2`,
 			`spooky_request_duration_seconds_count{route="*/",upstream="app"} 3`,
 			`spooky_request_duration_seconds_count{route="",upstream=""} 1`,
-			`spooky_telemetry_events_dropped 0`,
+			`spooky_telemetry_events_dropped_total 0`,
 		)
 		if !strings.Contains(text, "\ngo_goroutines ") {
 			t.Error("no Go runtime metrics")
@@ -151,7 +151,7 @@ func TestRecordDropsWhenTheInboxIsFull(t *testing.T) {
 			t.Errorf("mailbox %+v; want 3 dropped, 2 queued", *mb)
 		}
 		_, text := get(t, tel, "/metrics")
-		wantLines(t, text, `spooky_telemetry_events_dropped 3`)
+		wantLines(t, text, `spooky_telemetry_events_dropped_total 3`)
 		noLinesWith(t, text, "spooky_requests_total")
 
 		work(t, tel)
@@ -159,7 +159,7 @@ func TestRecordDropsWhenTheInboxIsFull(t *testing.T) {
 		_, text = get(t, tel, "/metrics")
 		wantLines(t, text,
 			`spooky_requests_total{route="*/",upstream="app",status_class="2xx"} 2`,
-			`spooky_telemetry_events_dropped 3`,
+			`spooky_telemetry_events_dropped_total 3`,
 		)
 	})
 }
@@ -377,7 +377,7 @@ func TestServeBindsTheAdminServerAndAppliesConfig(t *testing.T) {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 || !strings.Contains(string(body), "spooky_telemetry_events_dropped 0\n") {
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "spooky_telemetry_events_dropped_total 0\n") {
 		t.Errorf("GET /metrics: %s\n%s", resp.Status, body)
 	}
 }

@@ -1,0 +1,101 @@
+package listener
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"spooky/config"
+)
+
+// Errors a request is refused with at the edge. Their text is what the
+// client reads.
+var (
+	ErrHeaderTooLarge = errors.New("request header fields too large")
+	ErrTooManyHeaders = errors.New("too many request header fields")
+	ErrBodyTooLarge   = errors.New("request body too large")
+)
+
+// applyLimits takes a new config's per-request and per-connection limits;
+// the write idle timeout and request limits apply to the next request, the
+// stream limit to the next connection.
+func (l *Listener) applyLimits(cfg *config.Config) {
+	limits := cfg.Listen.Limits
+	l.limits.Store(&limits)
+	l.writeIdle.Store(int64(cfg.Listen.WriteIdleTimeout))
+	l.maxStreams.Store(int64(cfg.Listen.QUIC.MaxStreams))
+}
+
+// quicConfig is quic.Config.GetConfigForClient: each new connection gets
+// the stream limit in force when it arrives.
+func (l *Listener) quicConfig(*quic.ClientInfo) (*quic.Config, error) {
+	return &quic.Config{
+		Allow0RTT:          true,
+		MaxIdleTimeout:     60 * time.Second,
+		MaxIncomingStreams: l.maxStreams.Load(),
+	}, nil
+}
+
+// fieldOverhead is what HPACK and QPACK count for each field beyond its
+// name and value (RFC 7541 §4.1, RFC 9204 §3.2.1).
+const fieldOverhead = 32
+
+// checkHeader applies the header limits to r and returns the status and
+// error to refuse it with, or 0. Pseudo-header fields count too.
+func (l *Listener) checkHeader(r *http.Request, limits *config.ClientLimits) (int, error) {
+	size := int64(len(":method")+len(r.Method)+len(":path")+len(r.RequestURI)+
+		len(":authority")+len(r.Host)+len(":scheme")+len("https")) + 4*fieldOverhead
+	count := 0
+	for name, values := range r.Header {
+		for _, v := range values {
+			count++
+			size += int64(len(name) + len(v) + fieldOverhead)
+		}
+	}
+	switch {
+	case count > limits.RequestHeaders:
+		l.refused.add(refusedHeaders)
+		return http.StatusRequestHeaderFieldsTooLarge, ErrTooManyHeaders
+	case size > limits.RequestHeaderBytes:
+		l.refused.add(refusedHeaderBytes)
+		return http.StatusRequestHeaderFieldsTooLarge, ErrHeaderTooLarge
+	case limits.RequestBodyBytes > 0 && r.ContentLength > limits.RequestBodyBytes:
+		l.refused.add(refusedBodyBytes)
+		return http.StatusRequestEntityTooLarge, ErrBodyTooLarge
+	}
+	if limits.RequestBodyBytes > 0 && r.ContentLength < 0 && r.Body != nil &&
+		r.Method != http.MethodGet && r.Method != http.MethodHead {
+		// A body of unannounced length is cut off at the limit; one with
+		// a Content-Length is held to it by quic-go.
+		r.Body = &limitedBody{ReadCloser: r.Body, left: limits.RequestBodyBytes, refused: &l.refused}
+	}
+	return 0, nil
+}
+
+// limitedBody fails a request body that grows past the limit, so that the
+// request's stream is reset rather than forwarded further.
+type limitedBody struct {
+	io.ReadCloser
+	left    int64
+	refused *refusals
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	if b.left < 0 {
+		return 0, ErrBodyTooLarge
+	}
+	// Read one byte past the limit to tell a body that ends right at
+	// it from one that goes on.
+	if int64(len(p)) > b.left+1 {
+		p = p[:b.left+1]
+	}
+	n, err := b.ReadCloser.Read(p)
+	if b.left -= int64(n); b.left < 0 {
+		b.refused.add(refusedBodyBytes)
+		return 0, ErrBodyTooLarge
+	}
+	return n, err
+}
