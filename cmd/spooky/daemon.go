@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"spooky/config"
@@ -30,12 +32,13 @@ type daemon struct {
 	telemetry  *telemetry.Telemetry
 	control    *control.Control
 	escalated  chan error // a stage gave up; the daemon must exit
+	stopGrace  time.Duration
 }
 
 // newDaemon builds every stage and binds the client socket; nothing serves
 // until run.
 func newDaemon(configPath string, cfg *config.Config, log *slog.Logger) (*daemon, error) {
-	d := &daemon{cfg: cfg, log: log, escalated: make(chan error, 1)}
+	d := &daemon{cfg: cfg, log: log, escalated: make(chan error, 1), stopGrace: defaultStopGrace}
 	d.supervisor = &supervisor.Supervisor{OnEvent: func(e supervisor.Event) {
 		log.Error("stage failed", "stage", e.Stage, "restarts", e.Restarts, "backoff", e.Backoff, "err", e.Err)
 		if e.Escalated {
@@ -152,11 +155,23 @@ func connStats(p *pool.Pool) func() []telemetry.ConnStats {
 	}
 }
 
+// defaultStopGrace is how long the stages have to stop once the drain is
+// over (or cut short) before the daemon gives up on them.
+const defaultStopGrace = 5 * time.Second
+
+// errEscalated and errStuck are how run can end other than cleanly.
+var (
+	errEscalated = errors.New("a stage kept failing past its restart limit")
+	errStuck     = errors.New("stages did not stop within listen.drain_timeout and the stop grace")
+)
+
 // run serves until ctx ends, then drains: the listener stops taking requests
 // and waits for those in flight (up to listen.drain_timeout) before the other
-// stages stop. It returns an error only when a stage escalated; then it
-// waits at most the drain timeout for the others to stop, since a request
-// that needed the failed stage may never finish.
+// stages stop, within d.stopGrace. It returns an error wrapping errEscalated
+// when a stage escalated (then it waits at most the drain timeout for the
+// others to stop, since a request that needed the failed stage may never
+// finish), and one wrapping errStuck, naming the stages, when they did not
+// stop in time.
 func (d *daemon) run(ctx context.Context) error {
 	stagesCtx, stopStages := context.WithCancel(context.Background())
 	defer stopStages()
@@ -174,18 +189,33 @@ func (d *daemon) run(ctx context.Context) error {
 		}
 		cancel()
 		stopStages()
-		err = <-served
+		select {
+		case err = <-served:
+		case <-time.After(d.stopGrace):
+			return fmt.Errorf("%w: %s", errStuck, strings.Join(d.running(), ", "))
+		}
 	case err = <-served:
 	case err = <-d.escalated:
 		stopStages()
 		select {
 		case <-served:
 		case <-time.After(d.listener.DrainTimeout()):
-			d.log.Error("stages still stopping after the drain timeout; exiting anyway")
-			return err
+			d.log.Error("stages still stopping after the drain timeout; exiting anyway", "running", d.running())
 		}
+		return fmt.Errorf("%w: %w", errEscalated, err)
 	}
 	d.pool.Close()
 	d.listener.Close()
 	return err
+}
+
+// running names the stages that have not stopped.
+func (d *daemon) running() []string {
+	var names []string
+	for _, st := range d.supervisor.Statuses() {
+		if st.State != supervisor.StateStopped && st.State != supervisor.StateEscalated {
+			names = append(names, st.Name+" ("+string(st.State)+")")
+		}
+	}
+	return names
 }

@@ -53,6 +53,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	setLevel(level, cfg.Log.Level)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// SIGHUP's default action ends the process: it is caught from here on,
+	// so that one arriving while the control plane is not listening (at
+	// start, or during a restart) is lost rather than fatal.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGHUP)
 	d, err := newDaemon(*configPath, cfg, log)
 	if err == nil {
 		d.control.AddTarget(levelTarget{level})
@@ -63,7 +67,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	log.Info("spooky serving", "http3", d.listener.Addr().String(), "admin", cfg.Admin.Address, "config", *configPath)
 	if err := d.run(ctx); err != nil {
-		log.Error("stopped after repeated stage failures", "err", err)
+		log.Error("stopped uncleanly", "err", err)
+		if errors.Is(err, errStuck) {
+			return 4
+		}
 		return 3
 	}
 	log.Info("spooky stopped")
