@@ -26,9 +26,11 @@ type Group struct {
 	retried atomic.Uint64
 }
 
-// Endpoint is one backend's live state. Address, Weight, Priority and the
-// limits are fixed for its life; a reload that changes them makes a new
-// Endpoint, one that keeps them keeps the Endpoint and its state.
+// Endpoint is one backend in one configuration of its group: its place
+// and settings, fixed for its life, and its live state, which outlives it.
+// A reload makes a new Endpoint for every place; one whose address was in
+// the group before carries that address's live state over (CarryOver),
+// wherever it now stands in the list.
 type Endpoint struct {
 	Address  string
 	Weight   int
@@ -37,8 +39,16 @@ type Endpoint struct {
 	// MaxRequests caps requests in flight; 0 means no cap.
 	MaxRequests int64
 
-	group atomic.Pointer[Group] // the group it was last numbered in
+	group atomic.Pointer[Group] // the group it was numbered in
 
+	*live
+}
+
+// live is what an endpoint has learnt and holds: it belongs to the address,
+// not to a place in the list, and is shared by the Endpoints of successive
+// configurations, so that requests begun under an older one end on the
+// same counts.
+type live struct {
 	inFlight  atomic.Int64
 	requests  atomic.Uint64
 	failures  atomic.Uint64
@@ -54,19 +64,21 @@ type Endpoint struct {
 
 // NewEndpoint makes an endpoint with no history.
 func NewEndpoint(address string, weight, priority int, maxRequests int64) *Endpoint {
-	return &Endpoint{Address: address, Weight: weight, Priority: priority, MaxRequests: maxRequests}
+	return &Endpoint{Address: address, Weight: weight, Priority: priority, MaxRequests: maxRequests, live: &live{}}
 }
 
-// NewGroup links eps to a new group and numbers them. An endpoint carried
-// over from an older group must keep its place (the balancer only carries
-// over those that do), so that its Index is never rewritten while pickers
-// read it and a retry's exclusion mask means the same endpoints in both.
+// CarryOver makes the endpoint for prev's address in a new configuration,
+// with new settings and prev's live state: health, ejection, latency and
+// the requests still in flight.
+func CarryOver(prev *Endpoint, weight, priority int, maxRequests int64) *Endpoint {
+	return &Endpoint{Address: prev.Address, Weight: weight, Priority: priority, MaxRequests: maxRequests, live: prev.live}
+}
+
+// NewGroup links eps, made for this group, to it and numbers them.
 func NewGroup(name string, outlier config.Outlier, eps []*Endpoint) *Group {
 	g := &Group{Name: name, Endpoints: eps, Outlier: outlier}
 	for i, ep := range eps {
-		if ep.Index != i {
-			ep.Index = i
-		}
+		ep.Index = i
 		ep.group.Store(g)
 	}
 	return g

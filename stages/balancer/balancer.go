@@ -62,10 +62,10 @@ func New(cfg *config.Config, inbox, pool *stages.Mailbox, prober Prober, log *sl
 	return b, nil
 }
 
-// apply builds the groups of cfg. An endpoint that stays (same address,
-// place, weight, priority and limits) keeps its live state: in-flight
-// count, latency, health, ejection. A policy is rebuilt, since ring and
-// table policies depend on the endpoint set.
+// apply builds the groups of cfg. An address that stays in its group keeps
+// its live state (in-flight count, latency, health, ejection) wherever it
+// now stands in the list and whatever its new weight or limits. A policy
+// is rebuilt, since ring and table policies depend on the endpoint set.
 func (b *Balancer) apply(cfg *config.Config) error {
 	old := b.current.Load()
 	next := &state{config: cfg, groups: map[string]*group{}}
@@ -76,10 +76,10 @@ func (b *Balancer) apply(cfg *config.Config) error {
 		if u.Limits.MaxRequests > 0 {
 			limit = int64(u.Limits.MaxRequests + u.Limits.MaxPending)
 		}
+		prev := old.endpoints(name)
 		for i, ep := range u.Endpoints {
-			if prev := old.endpoint(name, i); prev != nil && prev.Address == ep.Address &&
-				prev.Weight == ep.Weight && prev.Priority == ep.Priority && prev.MaxRequests == limit {
-				eps[i] = prev
+			if p, ok := prev[ep.Address]; ok {
+				eps[i] = upstream.CarryOver(p, ep.Weight, ep.Priority, limit)
 				continue
 			}
 			eps[i] = upstream.NewEndpoint(ep.Address, ep.Weight, ep.Priority, limit)
@@ -101,12 +101,18 @@ func (b *Balancer) apply(cfg *config.Config) error {
 	return nil
 }
 
-// endpoint is the endpoint at place i of the named group, or nil.
-func (s *state) endpoint(group string, i int) *upstream.Endpoint {
-	if s == nil || s.groups[group] == nil || i >= len(s.groups[group].live.Endpoints) {
+// endpoints are the named group's endpoints by address; none when s or
+// the group is new.
+func (s *state) endpoints(group string) map[string]*upstream.Endpoint {
+	if s == nil || s.groups[group] == nil {
 		return nil
 	}
-	return s.groups[group].live.Endpoints[i]
+	eps := s.groups[group].live.Endpoints
+	m := make(map[string]*upstream.Endpoint, len(eps))
+	for _, ep := range eps {
+		m[ep.Address] = ep
+	}
+	return m
 }
 
 // Serve runs the workers and health checks until ctx ends.

@@ -13,6 +13,7 @@ import (
 	"spooky/config"
 	"spooky/envelope"
 	"spooky/stages"
+	"spooky/upstream"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -80,19 +81,38 @@ func TestRetryAvoidsTheEndpointThatFailed(t *testing.T) {
 	}
 }
 
-func TestReconfigureKeepsTheStateOfEndpointsThatStay(t *testing.T) {
-	cfg := testConfig("a:1", "b:1")
-	b, _ := newBalancer(t, cfg, nil)
-	before := b.current.Load().groups["app"].live.Endpoints[1]
-	before.Begin()
-	b.Control(stages.Reconfigure{Config: testConfig("a:1", "b:1", "c:1")})
-	g := b.current.Load().groups["app"]
-	if g.live.Endpoints[1] != before || len(g.live.Endpoints) != 3 || g.live.Endpoints[1].InFlight() != 1 {
-		t.Fatalf("endpoint b:1 was replaced or lost its state")
+// TestReconfigureKeepsStateByAddress: an address that stays in its group
+// keeps its live state across a reload wherever it now stands in the list:
+// a dead endpoint stays unhealthy when the one before it is removed, and
+// requests in flight end on the same count.
+func TestReconfigureKeepsStateByAddress(t *testing.T) {
+	b, _ := newBalancer(t, testConfig("a:1", "b:1"), nil)
+	dead := b.current.Load().groups["app"].live.Endpoints[1]
+	for range 3 {
+		dead.ReportHealth(false, 2, 3)
 	}
-	b.Control(stages.Reconfigure{Config: testConfig("b:1")})
-	if b.current.Load().groups["app"].live.Endpoints[0] == before {
-		t.Fatal("an endpoint that moved kept a stale place")
+	dead.Begin()
+	for _, addrs := range [][]string{{"a:1", "b:1", "c:1"}, {"b:1", "c:1"}, {"c:1", "b:1"}} {
+		b.Control(stages.Reconfigure{Config: testConfig(addrs...)})
+		eps := b.current.Load().groups["app"].live.Endpoints
+		var now *upstream.Endpoint
+		for i, ep := range eps {
+			if ep.Index != i {
+				t.Fatalf("%v: endpoint %s numbered %d at place %d", addrs, ep.Address, ep.Index, i)
+			}
+			if ep.Address == "b:1" {
+				now = ep
+			}
+		}
+		if now == nil || now.Healthy() || now.InFlight() != 1 {
+			t.Fatalf("%v: b:1 is %+v; want it still unhealthy with its request in flight", addrs, now)
+		}
+	}
+	dead.End(time.Now().UnixNano(), time.Millisecond, false)
+	for _, ep := range b.current.Load().groups["app"].live.Endpoints {
+		if ep.InFlight() != 0 {
+			t.Fatalf("%s: %d in flight after the request ended on the old endpoint", ep.Address, ep.InFlight())
+		}
 	}
 }
 

@@ -22,7 +22,7 @@ var policyNames = []string{
 func newPool(weights ...int) []*upstream.Endpoint {
 	eps := make([]*upstream.Endpoint, len(weights))
 	for i, w := range weights {
-		eps[i] = &upstream.Endpoint{Address: string(rune('a' + i)), Weight: w}
+		eps[i] = upstream.NewEndpoint(string(rune('a'+i)), w, 0, 0)
 	}
 	return numbered(eps)
 }
@@ -33,7 +33,7 @@ func without(eps []*upstream.Endpoint, i int) []*upstream.Endpoint {
 	var rest []*upstream.Endpoint
 	for j, ep := range eps {
 		if j != i {
-			rest = append(rest, &upstream.Endpoint{Address: ep.Address, Weight: ep.Weight})
+			rest = append(rest, upstream.NewEndpoint(ep.Address, ep.Weight, 0, 0))
 		}
 	}
 	return numbered(rest)
