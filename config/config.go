@@ -152,6 +152,12 @@ type Upstream struct {
 	TLS UpstreamTLS
 	// ConnectTimeout bounds dialing one connection.
 	ConnectTimeout time.Duration
+	// MaxConnections caps the connections to one endpoint
+	// (upstreams.<name>.max_connections).
+	MaxConnections int
+	// IdleTimeout is how long a surplus connection may carry no stream
+	// before it is closed (upstreams.<name>.idle_timeout).
+	IdleTimeout time.Duration
 	// Endpoints lists the group's backends. For the fallback policy they
 	// come from Groups instead, in priority order, each with its Priority.
 	Endpoints []Endpoint

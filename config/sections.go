@@ -170,6 +170,8 @@ func (d *decoder) upstreams(v any) (map[string]*Upstream, []string) {
 			Policy:         d.oneOf(n, "policy", Policies),
 			Protocol:       d.oneOf(n, "protocol", Protocols),
 			ConnectTimeout: d.duration(n, "connect_timeout"),
+			MaxConnections: d.integer(n, "max_connections", 1),
+			IdleTimeout:    d.duration(n, "idle_timeout"),
 			HashOn:         d.hashOn(n),
 			Health:         d.health(n),
 			Outlier:        d.outlier(d.child(n, "outlier")),

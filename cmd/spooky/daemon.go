@@ -55,7 +55,7 @@ func newDaemon(configPath string, cfg *config.Config, log *slog.Logger) (*daemon
 	var err error
 	d.telemetry = telemetry.New(cfg, stageStatuses(d.supervisor), log)
 	d.router = router.New(cfg, routerBox, balancerBox)
-	if d.pool, err = pool.New(cfg, poolBox, balancerBox); err != nil {
+	if d.pool, err = pool.New(cfg, poolBox, balancerBox, log); err != nil {
 		return nil, err
 	}
 	if d.balancer, err = balancer.New(cfg, balancerBox, poolBox, d.pool, log); err != nil {

@@ -28,6 +28,10 @@ var (
 	ErrNoEndpoint    = errors.New("upstream endpoint not configured")
 )
 
+// errPerTryTimeout is the cause logged for a try that ran out of its
+// per-try timeout.
+var errPerTryTimeout = errors.New("no response head within the per-try timeout")
+
 // bufPool holds the buffers that response bodies are copied through.
 var bufPool = sync.Pool{New: func() any {
 	b := make([]byte, 32<<10)
@@ -57,13 +61,18 @@ func (p *Pool) Handle(e *envelope.Envelope) {
 	t := p.exchange(e, c, ec)
 	if t.answer != nil {
 		a := t.answer
-		a.latency = time.Since(start)
+		a.latency, a.ec = time.Since(start), ec
 		e.Stream(func() (int, error) { return a.relay(e) })
 		return
 	}
+	ec.streamEnded()
 	// A client that went away is not the endpoint's fault, whatever the
 	// try's error says; a route timeout is (the endpoint was slow).
 	failed := t.upstreamFailed() && !errors.Is(e.Ctx.Err(), context.Canceled)
+	if failed && !errors.Is(t.cause, ErrConnectFailed) {
+		// A failed dial logged its own cause.
+		ec.log.failed(t.failure(), t.cause)
+	}
 	end := time.Now()
 	e.EndTry(end.UnixNano(), end.Sub(start), failed)
 	if p.retry(e, t) {
@@ -92,6 +101,21 @@ type try struct {
 	retry *upstream.Group
 	// answer, when set, is the upstream's response, to go to the client.
 	answer *answer
+	// cause is what went wrong, for the log: err is what the client reads.
+	cause error
+}
+
+// failure names a failed try's kind for the log.
+func (t try) failure() string {
+	switch {
+	case t.answered != 0:
+		return "status " + strconv.Itoa(t.answered)
+	case t.condition != "":
+		return t.condition
+	case t.status == http.StatusGatewayTimeout:
+		return "timeout"
+	}
+	return strconv.Itoa(t.status)
 }
 
 // upstreamFailed reports whether the endpoint is to blame, for outlier
@@ -202,7 +226,7 @@ func (p *Pool) exchange(e *envelope.Envelope, c *connector, ec *endpointConns) (
 		if err == nil {
 			resp.Body.Close()
 		}
-		return try{status: http.StatusGatewayTimeout, err: stages.ErrTimeout, condition: "504"}
+		return try{status: http.StatusGatewayTimeout, err: stages.ErrTimeout, condition: "504", cause: errPerTryTimeout}
 	}
 	if err != nil {
 		return failure(err)
@@ -241,7 +265,7 @@ func (p *Pool) exchange(e *envelope.Envelope, c *connector, ec *endpointConns) (
 			if errors.Is(err, h2.ErrRequestBody) {
 				return failure(err)
 			}
-			return try{status: http.StatusBadGateway, err: ErrUpstreamReset, condition: "reset-before-response"}
+			return try{status: http.StatusBadGateway, err: ErrUpstreamReset, condition: "reset-before-response", cause: err}
 		}
 	}
 	return try{answer: a}
@@ -302,6 +326,7 @@ type answer struct {
 	buf     *[]byte            // head's buffer, from bufPool
 	cancel  context.CancelFunc // ends the try's own context, if it has one
 	latency time.Duration      // until the upstream's head (and small body) were in
+	ec      *endpointConns     // the endpoint's connections, told when the stream ends
 }
 
 // release gives back what the answer holds: the upstream stream (closing
@@ -309,6 +334,9 @@ type answer struct {
 // buffer.
 func (a *answer) release() {
 	a.resp.Body.Close()
+	if a.ec != nil {
+		a.ec.streamEnded()
+	}
 	if a.cancel != nil {
 		a.cancel()
 	}
@@ -334,6 +362,9 @@ func (a *answer) relay(e *envelope.Envelope) (int, error) {
 	}
 	t := try{status: status, err: err}
 	failed := t.upstreamFailed() && !errors.Is(e.Ctx.Err(), context.Canceled)
+	if failed && err != nil {
+		a.ec.log.failed("reset mid-body", err)
+	}
 	e.EndTry(time.Now().UnixNano(), a.latency, failed)
 	return status, err
 }
@@ -405,7 +436,7 @@ func copyBody(w io.Writer, rc *http.ResponseController, body io.Reader) error {
 			// The client's own body failed under the exchange.
 			return stages.ErrClientClosed
 		case err != nil:
-			return ErrUpstreamReset
+			return fmt.Errorf("%w: %w", ErrUpstreamReset, err)
 		}
 	}
 }
@@ -436,18 +467,18 @@ func failure(err error) try {
 	case errors.Is(err, h2.ErrRequestBody):
 		// The client's body failed (mostly: the client went away), not
 		// the upstream.
-		return try{status: envelope.StatusClientClosed, err: stages.ErrClientClosed}
+		return try{status: envelope.StatusClientClosed, err: stages.ErrClientClosed, cause: err}
 	case errors.Is(err, ErrNoEndpoint):
-		return try{status: http.StatusServiceUnavailable, err: err}
+		return try{status: http.StatusServiceUnavailable, err: err, cause: err}
 	case errors.Is(err, ErrConnectFailed):
-		return try{status: http.StatusBadGateway, err: err, condition: "connect-failure"}
+		return try{status: http.StatusBadGateway, err: err, condition: "connect-failure", cause: err}
 	case errors.As(err, &se) && se.Code == http2.ErrCodeRefusedStream, errors.Is(err, h2.ErrUnprocessed):
-		return try{status: http.StatusBadGateway, err: ErrUpstreamReset, condition: "refused-stream"}
+		return try{status: http.StatusBadGateway, err: ErrUpstreamReset, condition: "refused-stream", cause: err}
 	case errors.As(err, &se) && se.Code == http2.ErrCodeProtocol, errors.As(err, &ce):
-		return try{status: http.StatusBadGateway, err: ErrProtocol, condition: "reset-before-response"}
+		return try{status: http.StatusBadGateway, err: ErrProtocol, condition: "reset-before-response", cause: err}
 	default:
 		// A reset stream, a GOAWAY that may have come after the request
 		// was read, a connection lost or closed under the stream.
-		return try{status: http.StatusBadGateway, err: ErrUpstreamReset, condition: "reset-before-response"}
+		return try{status: http.StatusBadGateway, err: ErrUpstreamReset, condition: "reset-before-response", cause: err}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"encoding/pem"
 	"io"
 	"log"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -282,6 +283,8 @@ func h2cGroup(name string, addrs ...string) *config.Upstream {
 		Policy:         config.DefaultPolicy,
 		Protocol:       "h2c",
 		ConnectTimeout: 2 * time.Second,
+		MaxConnections: 64,
+		IdleTimeout:    time.Minute,
 	}
 	for _, a := range addrs {
 		u.Endpoints = append(u.Endpoints, config.Endpoint{Address: a, Weight: 1})
@@ -307,7 +310,7 @@ func testConfig(groups ...*config.Upstream) *config.Config {
 // the backends it talks to stop.
 func newPool(t testing.TB, cfg *config.Config) *Pool {
 	t.Helper()
-	p, err := New(cfg, stages.NewMailbox(cfg.Stages.Pool), stages.NewMailbox(cfg.Stages.Pool))
+	p, err := New(cfg, stages.NewMailbox(cfg.Stages.Pool), stages.NewMailbox(cfg.Stages.Pool), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"spooky/config"
 	"spooky/stages"
+	"spooky/stages/pool/h2"
 )
 
 // Pool is the stage that forwards requests to their chosen endpoint over
@@ -22,6 +23,7 @@ import (
 type Pool struct {
 	*stages.Workers
 	balancer *stages.Mailbox // where retries go
+	log      *slog.Logger
 	current  atomic.Pointer[snapshot]
 
 	// ctx ends on Close. It bounds every dial and graceful shutdown, which
@@ -69,18 +71,20 @@ type group struct {
 
 // EndpointStats is one endpoint as the debug page shows it.
 type EndpointStats struct {
-	Group   string `json:"group"`
-	Address string `json:"address"`
-	Conns   int    `json:"conns"`   // open connections
-	Streams int    `json:"streams"` // active streams over all of them
+	Group       string `json:"group"`
+	Address     string `json:"address"`
+	Conns       int    `json:"conns"`         // open connections
+	Streams     int    `json:"streams"`       // active streams over all of them
+	NoSlotDials uint64 `json:"no_slot_dials"` // dials whose connection offered no stream slot
 }
 
 // New builds the pool's groups from cfg; it reads mb and sends retries to
-// balancer. It reads the CA files of h2 groups and fails if one cannot be
-// read; it starts nothing.
-func New(cfg *config.Config, mb, balancer *stages.Mailbox) (*Pool, error) {
+// balancer, and logs upstream failures to log. It reads the CA files of h2
+// groups and fails if one cannot be read; it starts nothing.
+func New(cfg *config.Config, mb, balancer *stages.Mailbox, log *slog.Logger) (*Pool, error) {
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &Pool{Workers: stages.NewWorkers(mb, cfg.Stages.Pool.Workers), balancer: balancer, ctx: ctx, cancel: cancel, retireAfter: defaultRetireAfter}
+	p := &Pool{Workers: stages.NewWorkers(mb, cfg.Stages.Pool.Workers), balancer: balancer, log: log,
+		ctx: ctx, cancel: cancel, retireAfter: defaultRetireAfter}
 	if err := p.apply(cfg); err != nil {
 		cancel()
 		return nil, err
@@ -94,9 +98,35 @@ func New(cfg *config.Config, mb, balancer *stages.Mailbox) (*Pool, error) {
 // its group's connect timeout.
 func (p *Pool) Serve(ctx context.Context) error {
 	p.warm()
+	var sweeper sync.WaitGroup
+	sweepCtx, stopSweeping := context.WithCancel(ctx)
+	sweeper.Go(func() { p.sweepIdle(sweepCtx) })
 	err := p.Run(ctx, p)
+	stopSweeping()
+	sweeper.Wait()
 	p.wg.Wait()
 	return err
+}
+
+// idleSweepEvery is how often surplus idle connections are looked for; a
+// connection may so outlive its group's idle_timeout by this much.
+const idleSweepEvery = time.Second
+
+// sweepIdle closes, until ctx ends, every endpoint's surplus connections
+// that have been idle for their group's idle_timeout.
+func (p *Pool) sweepIdle(ctx context.Context) {
+	t := time.NewTicker(idleSweepEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for c, ec := range p.current.Load().all() {
+			ec.closeIdle(c.idleTimeout, p.shutdown)
+		}
+	}
 }
 
 // Control applies a Reconfigure: groups and endpoints that remain keep their
@@ -108,7 +138,7 @@ func (p *Pool) Control(c stages.Control) {
 		// The config was validated in full, CA files included, so this
 		// fails only if a file changed since.
 		if err := p.apply(c.Config); err != nil {
-			slog.Error("pool: reconfigure failed; keeping the previous upstreams", "err", err)
+			p.log.Error("pool: reconfigure failed; keeping the previous upstreams", "err", err)
 			return
 		}
 		p.warm()
@@ -147,10 +177,11 @@ func (p *Pool) Endpoints() []EndpointStats {
 			ec := g.endpoints[ep.Address]
 			conns, streams := ec.stats()
 			out = append(out, EndpointStats{
-				Group:   name,
-				Address: ep.Address,
-				Conns:   conns,
-				Streams: streams,
+				Group:       name,
+				Address:     ep.Address,
+				Conns:       conns,
+				Streams:     streams,
+				NoSlotDials: ec.noSlotDials.Load(),
 			})
 		}
 	}
@@ -197,7 +228,7 @@ func (p *Pool) apply(cfg *config.Config) error {
 				ec = p.undrain(name, u, ep.Address)
 			}
 			if ec == nil {
-				ec = newEndpointConns(p.ctx, &p.wg, ep.Address)
+				ec = newEndpointConns(p.ctx, &p.wg, ep.Address, p.log)
 			}
 			kept[ec] = true
 			g.endpoints[ep.Address] = ec
@@ -294,12 +325,18 @@ func sameConnections(a, b *config.Upstream) bool {
 // streams finish and then closes, or closes at once when the pool does.
 func (p *Pool) retire(ec *endpointConns) {
 	for _, c := range ec.detach() {
-		p.wg.Go(func() {
-			if err := c.Shutdown(p.ctx); err != nil {
-				c.Close()
-			}
-		})
+		p.shutdown(c)
 	}
+}
+
+// shutdown shuts c down gracefully in the background: GOAWAY, its streams
+// finish, then it closes, or closes at once when the pool does.
+func (p *Pool) shutdown(c *h2.Conn) {
+	p.wg.Go(func() {
+		if err := c.Shutdown(p.ctx); err != nil {
+			c.Close()
+		}
+	})
 }
 
 // closeNow closes ec's connections at once, streams and all.

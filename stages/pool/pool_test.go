@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -367,7 +368,7 @@ func TestNewFailsOnUnreadableCA(t *testing.T) {
 	u := h2cGroup("g", "127.0.0.1:1")
 	u.Protocol = "h2"
 	u.TLS.CA = t.TempDir() + "/missing.pem"
-	if _, err := New(testConfig(u), stages.NewMailbox(config.Stage{}), stages.NewMailbox(config.Stage{})); err == nil {
+	if _, err := New(testConfig(u), stages.NewMailbox(config.Stage{}), stages.NewMailbox(config.Stage{}), slog.New(slog.DiscardHandler)); err == nil {
 		t.Fatal("New succeeded with a CA file that does not exist")
 	}
 }
