@@ -73,6 +73,7 @@ type admission struct {
 	total       int
 	perClient   map[netip.Addr]int
 	handshaking int
+	open        map[*conn]struct{} // every admitted connection, for the drain
 	// A token bucket of new connections a second, for Retry: tokens
 	// accrue at quic.retry_above a second up to that many.
 	tokens float64
@@ -80,7 +81,7 @@ type admission struct {
 }
 
 func newAdmission(cfg *config.Config, refused *refusals) *admission {
-	a := &admission{refused: refused, perClient: make(map[netip.Addr]int)}
+	a := &admission{refused: refused, perClient: make(map[netip.Addr]int), open: make(map[*conn]struct{})}
 	a.apply(cfg)
 	return a
 }
@@ -101,6 +102,7 @@ type conn struct {
 	released  atomic.Bool
 	quic      atomic.Pointer[quic.Conn]
 	resets    resetBucket
+	active    atomic.Int32 // requests being served on it
 }
 
 type connKey struct{}
@@ -131,6 +133,9 @@ func (a *admission) connContext(ctx context.Context, info *quic.ClientInfo) (con
 	a.mu.Unlock()
 	c := &conn{a: a, client: client}
 	c.resets.init(resetLimit)
+	a.mu.Lock()
+	a.open[c] = struct{}{}
+	a.mu.Unlock()
 	// quic-go cancels ctx when the connection closes or its handshake
 	// fails.
 	context.AfterFunc(ctx, c.release)
@@ -176,12 +181,41 @@ func (c *conn) release() {
 		return
 	}
 	a.total--
+	delete(a.open, c)
 	if a.perClient[c.client]--; a.perClient[c.client] <= 0 {
 		delete(a.perClient, c.client)
 	}
 	if !c.handshook.Load() {
 		a.handshaking--
 	}
+}
+
+// closeIdle closes every admitted connection that serves no request: once
+// the drain has sent GOAWAY, a client is to close its connection when its
+// requests are done, and an idle one has none left to finish, but not
+// every client does, and each would hold the drain to its timeout.
+func (a *admission) closeIdle() {
+	a.mu.Lock()
+	var idle []*quic.Conn
+	for c := range a.open {
+		if qc := c.quic.Load(); qc != nil && c.active.Load() == 0 {
+			idle = append(idle, qc)
+		}
+	}
+	a.mu.Unlock()
+	for _, qc := range idle {
+		qc.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeNoError), "draining")
+	}
+}
+
+// serving counts a request on the connection of ctx while it is served.
+func serving(ctx context.Context) (done func()) {
+	c, ok := ctx.Value(connKey{}).(*conn)
+	if !ok {
+		return func() {}
+	}
+	c.active.Add(1)
+	return func() { c.active.Add(-1) }
 }
 
 // verifySourceAddress is quic.Transport.VerifySourceAddress: it asks for a

@@ -280,16 +280,31 @@ func (l *Listener) serveLocked(s *socket) {
 	})
 }
 
+// idleCloseDelay is how long the drain waits, after GOAWAY, before it
+// closes the connections that carry no request.
+const idleCloseDelay = 250 * time.Millisecond
+
 // Drain stops taking new requests (HTTP/3 GOAWAY) and waits until those in
 // flight have finished or ctx ends.
 func (l *Listener) Drain(ctx context.Context) error {
 	l.mu.Lock()
 	srv := l.srv
 	l.mu.Unlock()
-	if srv != nil {
-		return srv.Shutdown(ctx)
+	if srv == nil {
+		return nil
 	}
-	return nil
+	shut := make(chan error, 1)
+	go func() { shut <- srv.Shutdown(ctx) }()
+	// Shutdown has stopped new connections and is sending GOAWAY. Once
+	// requests already on their way have had a moment to arrive, the
+	// connections with nothing in flight need not wait for their clients.
+	select {
+	case err := <-shut:
+		return err
+	case <-time.After(idleCloseDelay):
+	}
+	l.conns.closeIdle()
+	return <-shut
 }
 
 // Close releases every socket.
@@ -315,6 +330,7 @@ func (l *Listener) Inspect() stages.Info {
 func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	l.inFlight.Add(1)
 	defer l.inFlight.Add(-1)
+	defer serving(r.Context())()
 	e := envelope.Get()
 	cw := &clientWriter{ResponseWriter: w, e: e, idle: time.Duration(l.writeIdle.Load())}
 	e.Ctx = r.Context()
