@@ -157,7 +157,9 @@ func (e *Envelope) Stream(relay func() (status int, err error)) bool {
 
 // Relay runs what Stream left for the listener, if anything, and records
 // its outcome as Finish would have. The listener calls it once Done has
-// fired, before it reads Status or Aborted.
+// fired, before it reads Status or Aborted. If the relay panics, the panic
+// goes on, and the listener, which recovers it, settles the request with
+// RelayFailed.
 func (e *Envelope) Relay() {
 	relay := e.relay
 	if relay == nil {
@@ -166,6 +168,11 @@ func (e *Envelope) Relay() {
 	e.relay = nil
 	e.settle(relay())
 }
+
+// RelayFailed records a relay that panicked as a 502: the client's stream
+// is reset if the response had started, and the try, which the relay
+// would have ended, ends here.
+func (e *Envelope) RelayFailed(err error) { e.settle(http.StatusBadGateway, err) }
 
 // BeginTry starts a try on ep: ep counts the request as in flight until
 // EndTry, which the pool calls when the exchange ends and Finish calls if

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"spooky/config"
+	"spooky/supervisor"
 	"spooky/upstream"
 )
 
@@ -53,7 +54,13 @@ func (b *Balancer) check(ctx context.Context, group string, ep *upstream.Endpoin
 		}
 		wait = h.Interval + time.Duration((rand.Float64()*0.2-0.1)*float64(h.Interval))
 		pctx, cancel := context.WithTimeout(ctx, h.Timeout)
-		status, err := b.prober.Probe(pctx, group, ep.Address, h.Path)
+		var status int
+		var err error
+		// A probe that panics is a failed check, not the end of the
+		// checks.
+		supervisor.Guard(b.log, "health check", func() {
+			status, err = b.prober.Probe(pctx, group, ep.Address, h.Path)
+		}, func(perr error) { err = perr })()
 		cancel()
 		if ctx.Err() != nil {
 			return

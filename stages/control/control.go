@@ -21,6 +21,7 @@ import (
 
 	"spooky/config"
 	"spooky/stages"
+	"spooky/supervisor"
 )
 
 // Target is a stage that takes control messages; every mailbox is one.
@@ -127,7 +128,8 @@ func (c *Control) watch(ctx context.Context, changed chan<- struct{}) *sync.Wait
 		}
 	}
 	var wg sync.WaitGroup
-	wg.Go(func() {
+	// A panic ends the file watch (SIGHUP still reloads), not the process.
+	wg.Go(supervisor.Guard(c.log, "config file watch", func() {
 		for ctx.Err() == nil {
 			broken := make(chan error, 1)
 			f := file.Provider(c.path)
@@ -160,7 +162,7 @@ func (c *Control) watch(ctx context.Context, changed chan<- struct{}) *sync.Wait
 				}
 			}
 		}
-	})
+	}, nil))
 	return &wg
 }
 

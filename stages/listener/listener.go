@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -25,6 +26,7 @@ import (
 	"spooky/config"
 	"spooky/envelope"
 	"spooky/stages"
+	"spooky/supervisor"
 )
 
 // ErrOverloaded is what a shed request reads: the router's mailbox stayed
@@ -199,7 +201,7 @@ func (l *Listener) move(moved *socket, address string) {
 	l.mu.Unlock()
 	old.ln.Close()
 	l.log.Info("listening on a new address; the old one drains", "address", moved.conn.LocalAddr().String(), "old", old.conn.LocalAddr().String())
-	l.afterFunc(time.Duration(l.drain.Load()), func() { l.retire(old) })
+	l.afterFunc(time.Duration(l.drain.Load()), supervisor.Guard(l.log, "socket retirement", func() { l.retire(old) }, nil))
 }
 
 func afterFunc(d time.Duration, f func()) { time.AfterFunc(d, f) }
@@ -347,7 +349,7 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	<-e.Done()
 	// A response the pool handed over is relayed here, at the client's
 	// pace, on this request's own goroutine.
-	e.Relay()
+	l.relay(e)
 	l.recorder.Record(e)
 	aborted, incomplete := e.Aborted, e.Status == envelope.StatusClientClosed && !e.ResponseStarted
 	if incomplete && r.Context().Err() != nil && earlyReset(r.Context(), &l.refused) {
@@ -370,6 +372,20 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// failed. Returning would send an empty 200.
 		resetIncomplete(w)
 	}
+}
+
+// relay runs e's relay, containing a panic in it to this request: logged
+// once, and the request settled as a 502 (its stream reset if the response
+// had started). It recovers by hand rather than through supervisor.Guard,
+// which costs two allocations a request.
+func (l *Listener) relay(e *envelope.Envelope) {
+	defer func() {
+		if r := recover(); r != nil {
+			l.log.Error("panic in response relay", "err", r, "stack", string(debug.Stack()))
+			e.RelayFailed(fmt.Errorf("%w: %v", stages.ErrStagePanic, r))
+		}
+	}()
+	e.Relay()
 }
 
 // admit offers e to the router, waiting at most the admission wait.

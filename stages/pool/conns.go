@@ -12,6 +12,7 @@ import (
 
 	"spooky/config"
 	"spooky/stages/pool/h2"
+	"spooky/supervisor"
 )
 
 // Health checks on idle connections: a connection that has read nothing for
@@ -282,7 +283,11 @@ func (ec *endpointConns) dialLocked(c *connector) *dialCall {
 }
 
 func (ec *endpointConns) dial(call *dialCall, c *connector) {
-	cn, err := c.connect(ec.ctx, ec.addr)
+	var cn *h2.Conn
+	var err error
+	// A dial that panics fails like one that errs: the callers waiting on
+	// it must hear.
+	supervisor.Guard(ec.log.log, "dial", func() { cn, err = c.connect(ec.ctx, ec.addr) }, func(perr error) { err = perr })()
 	if err != nil {
 		// The client only reads the sentinel, so the cause is logged
 		// here.

@@ -14,6 +14,7 @@ import (
 	"spooky/config"
 	"spooky/stages"
 	"spooky/stages/pool/h2"
+	"spooky/supervisor"
 )
 
 // Pool is the stage that forwards requests to their chosen endpoint over
@@ -100,7 +101,7 @@ func (p *Pool) Serve(ctx context.Context) error {
 	p.warm()
 	var sweeper sync.WaitGroup
 	sweepCtx, stopSweeping := context.WithCancel(ctx)
-	sweeper.Go(func() { p.sweepIdle(sweepCtx) })
+	sweeper.Go(supervisor.Guard(p.log, "idle connection sweep", func() { p.sweepIdle(sweepCtx) }, nil))
 	err := p.Run(ctx, p)
 	stopSweeping()
 	sweeper.Wait()
@@ -287,13 +288,13 @@ func (p *Pool) drain(group string, u *config.Upstream, c *connector, ec *endpoin
 		// the earlier one goes now.
 		p.retire(prev.(*drainingEndpoint).conns)
 	}
-	time.AfterFunc(p.retireAfter, func() {
+	time.AfterFunc(p.retireAfter, supervisor.Guard(p.log, "endpoint retirement", func() {
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		if p.draining.CompareAndDelete(key, d) && !p.closed {
 			p.retire(ec)
 		}
-	})
+	}, nil))
 }
 
 // drainKey names a draining endpoint: the same address may be in several
@@ -332,11 +333,11 @@ func (p *Pool) retire(ec *endpointConns) {
 // shutdown shuts c down gracefully in the background: GOAWAY, its streams
 // finish, then it closes, or closes at once when the pool does.
 func (p *Pool) shutdown(c *h2.Conn) {
-	p.wg.Go(func() {
+	p.wg.Go(supervisor.Guard(p.log, "connection shutdown", func() {
 		if err := c.Shutdown(p.ctx); err != nil {
 			c.Close()
 		}
-	})
+	}, func(error) { c.Close() }))
 }
 
 // closeNow closes ec's connections at once, streams and all.

@@ -28,6 +28,7 @@ import (
 	"spooky/envelope"
 	"spooky/mailbox"
 	"spooky/stages"
+	"spooky/supervisor"
 )
 
 // Event is one finished request's figures.
@@ -114,7 +115,7 @@ func (t *Telemetry) Serve(ctx context.Context) error {
 		workersCtx, stopWorkers := context.WithCancel(ctx)
 		var workers sync.WaitGroup
 		for range cfg.Stages.Telemetry.Workers {
-			workers.Go(func() { t.work(workersCtx) })
+			workers.Go(supervisor.Guard(t.log, "telemetry worker", func() { t.work(workersCtx) }, nil))
 		}
 		select {
 		case <-ctx.Done():
