@@ -79,9 +79,10 @@ type ClientLimits struct {
 
 // QUIC is listen.quic.
 type QUIC struct {
-	MaxStreams    int // listen.quic.max_streams
-	MaxHandshakes int // listen.quic.max_handshakes
-	RetryAbove    int // listen.quic.retry_above; 0: always Retry
+	Allow0RTT     bool // listen.quic.allow_0rtt
+	MaxStreams    int  // listen.quic.max_streams
+	MaxHandshakes int  // listen.quic.max_handshakes
+	RetryAbove    int  // listen.quic.retry_above; 0: always Retry
 }
 
 // TLS names a PEM certificate chain and its private key.

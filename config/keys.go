@@ -55,6 +55,8 @@ var keys = []key{
 		doc: "QUIC connections open at once from one client IP address"},
 	{path: "listen.limits.resets_per_second", def: "100",
 		doc: "streams a client may reset before their response starts, per second per connection (bursts of twice that); a faster connection is closed with `H3_EXCESSIVE_LOAD` (rapid reset)"},
+	{path: "listen.quic.allow_0rtt", def: "true",
+		doc: "accept requests in TLS early data (0-RTT, RFC 8470): GET, HEAD and OPTIONS go upstream with `Early-Data: 1`, any other method gets `425 Too Early`; `false` offers no early data; applies to new connections"},
 	{path: "listen.quic.max_streams", def: "100",
 		doc: "request streams a client may have open at once on one connection (QUIC `initial_max_streams_bidi`); applies to new connections"},
 	{path: "listen.quic.max_handshakes", def: "1000",

@@ -54,6 +54,7 @@ func (d *decoder) listen(n node) Listen {
 	}
 	qn := d.child(n, "quic")
 	l.QUIC = QUIC{
+		Allow0RTT:     d.boolean(qn, "allow_0rtt"),
 		MaxStreams:    d.integer(qn, "max_streams", 1),
 		MaxHandshakes: d.integer(qn, "max_handshakes", 1),
 		RetryAbove:    d.integer(qn, "retry_above", 0),

@@ -27,16 +27,49 @@ func (l *Listener) applyLimits(cfg *config.Config) {
 	l.limits.Store(&limits)
 	l.writeIdle.Store(int64(cfg.Listen.WriteIdleTimeout))
 	l.maxStreams.Store(int64(cfg.Listen.QUIC.MaxStreams))
+	l.allow0RTT.Store(cfg.Listen.QUIC.Allow0RTT)
 }
 
 // quicConfig is quic.Config.GetConfigForClient: each new connection gets
 // the stream limit in force when it arrives.
 func (l *Listener) quicConfig(*quic.ClientInfo) (*quic.Config, error) {
 	return &quic.Config{
-		Allow0RTT:          true,
+		Allow0RTT:          l.allow0RTT.Load(),
 		MaxIdleTimeout:     60 * time.Second,
 		MaxIncomingStreams: l.maxStreams.Load(),
 	}, nil
+}
+
+// ErrTooEarly refuses a request that arrived in early data and is not safe
+// to replay (RFC 8470 §5.2).
+var ErrTooEarly = errors.New("request sent in early data; repeat it once the handshake is complete")
+
+// checkEarlyData applies RFC 8470 to a request that arrived in TLS early
+// data, before its connection's handshake completed: whoever recorded the
+// client's first flight can replay it, so only GET, HEAD and OPTIONS go on,
+// marked Early-Data: 1 for the upstream (which may answer 425 itself), and
+// anything else gets 425 Too Early. A replayed flight never completes its
+// handshake, so its requests are always seen as early.
+func checkEarlyData(r *http.Request) (int, error) {
+	c, ok := r.Context().Value(connKey{}).(*conn)
+	if !ok {
+		return 0, nil
+	}
+	qc := c.quic.Load()
+	if qc == nil {
+		return 0, nil
+	}
+	select {
+	case <-qc.HandshakeComplete():
+		return 0, nil
+	default:
+	}
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+		r.Header.Set("Early-Data", "1")
+		return 0, nil
+	}
+	return http.StatusTooEarly, ErrTooEarly
 }
 
 // fieldOverhead is what HPACK and QPACK count for each field beyond its

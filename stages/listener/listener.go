@@ -53,6 +53,7 @@ type Listener struct {
 	inFlight      atomic.Int64
 	limits        atomic.Pointer[config.ClientLimits]
 	maxStreams    atomic.Int64 // listen.quic.max_streams, for new connections
+	allow0RTT     atomic.Bool  // listen.quic.allow_0rtt, for new connections
 	conns         *admission
 	refused       refusals
 
@@ -114,6 +115,8 @@ func (l *Listener) bind(address string) (*socket, error) {
 		ConnContext:         l.conns.connContext,
 		VerifySourceAddress: l.conns.verifySourceAddress,
 	}
+	// Early data is allowed here so that quicConfig can allow it per
+	// connection, as listen.quic.allow_0rtt says when the connection comes.
 	s.ln, err = s.transport.ListenEarly(l.tls, &quic.Config{
 		Allow0RTT:          true,
 		MaxIdleTimeout:     60 * time.Second,
@@ -342,6 +345,8 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	e.Arrived = time.Now()
 
 	if status, err := l.checkHeader(r, l.limits.Load()); err != nil {
+		e.Finish(status, err)
+	} else if status, err := checkEarlyData(r); err != nil {
 		e.Finish(status, err)
 	} else if !l.admit(e) {
 		e.Finish(http.StatusServiceUnavailable, ErrOverloaded)
