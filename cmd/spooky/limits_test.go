@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"spooky/internal/testkit"
+
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 )
@@ -131,7 +133,7 @@ func TestConnectionsPerClientAreCapped(t *testing.T) {
 	// Closing one makes room again.
 	open[0].CloseWithError(0, "")
 	open = open[1:]
-	waitFor(t, func() bool {
+	testkit.WaitFor(t, "a connection from the same client once one closed", func() bool {
 		c, err := dial()
 		if err != nil {
 			return false
@@ -164,7 +166,7 @@ func TestRapidResetClosesTheConnection(t *testing.T) {
 		}
 		// Wait until spooky has the request, so the reset is of a
 		// stream it serves, not one it never read.
-		waitFor(t, func() bool { return d.listener.Inspect().InFlight > 0 || cc.Context().Err() != nil })
+		testkit.WaitFor(t, "spooky to hold the request (or close the connection)", func() bool { return d.listener.Inspect().InFlight > 0 || cc.Context().Err() != nil })
 		str.CancelRead(quic.StreamErrorCode(http3.ErrCodeRequestCanceled))
 		str.CancelWrite(quic.StreamErrorCode(http3.ErrCodeRequestCanceled))
 		select {
@@ -172,7 +174,7 @@ func TestRapidResetClosesTheConnection(t *testing.T) {
 			i = 200
 		default:
 		}
-		waitFor(t, func() bool { return d.listener.Inspect().InFlight == 0 })
+		testkit.WaitFor(t, "the reset request to end", func() bool { return d.listener.Inspect().InFlight == 0 })
 	}
 	select {
 	case <-closed:

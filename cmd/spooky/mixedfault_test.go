@@ -13,6 +13,8 @@ import (
 	"testing"
 	"testing/iotest"
 	"time"
+
+	"spooky/internal/testkit"
 )
 
 // TestMixedFaultsGetOneHonestAnswerEach sends a mix of requests that end
@@ -27,7 +29,7 @@ func TestMixedFaultsGetOneHonestAnswerEach(t *testing.T) {
 	routes := "  - { match: { host: \"*\", path_prefix: \"/down\" }, upstream: down }\n" +
 		"  - { match: { host: \"*\", path_prefix: \"/slow\" }, upstream: app, timeout: 100ms }\n" +
 		allRoute
-	url, d := startSpooky(t, spookyConfig(routes, map[string][]string{"app": {b.addr}, "down": {deadAddress(t)}}))
+	url, d := startSpooky(t, spookyConfig(routes, map[string][]string{"app": {b.addr}, "down": {testkit.FreeAddr(t, "tcp")}}))
 	clients := []*http.Client{h3Client(t), h3Client(t), h3Client(t)}
 
 	const size = 100_000
@@ -111,8 +113,8 @@ func TestMixedFaultsGetOneHonestAnswerEach(t *testing.T) {
 	// gave up before its head arrived was never taken; every other one
 	// was. Only the whole answers are successes.
 	sent, mayVanish := perKind*len(kinds), perKind
-	waitFor(t, func() bool { return total(recorded(t, d)) >= sent-mayVanish })
-	waitFor(t, func() bool { return d.listener.Inspect().InFlight == 0 })
+	testkit.WaitFor(t, "telemetry to count the requests spooky took", func() bool { return total(recorded(t, d)) >= sent-mayVanish })
+	testkit.WaitFor(t, "every handler to end", func() bool { return d.listener.Inspect().InFlight == 0 })
 	byClass := recorded(t, d)
 	if n := total(byClass); n < sent-mayVanish || n > sent {
 		t.Fatalf("spooky recorded %d requests (%v); %d were sent, %d of which may have been given up before spooky saw them", n, byClass, sent, mayVanish)

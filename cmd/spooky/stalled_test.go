@@ -75,7 +75,7 @@ func TestStalledReadersHoldNoPoolWorker(t *testing.T) {
 
 	// The stalled streams are reset once they have taken nothing for the
 	// write idle timeout; their handlers end.
-	waitFor(t, func() bool { return d.listener.Inspect().InFlight == 0 })
+	testkit.WaitFor(t, "the stalled downloads to be reset", func() bool { return d.listener.Inspect().InFlight == 0 })
 	for i, body := range bodies {
 		n, err := io.Copy(io.Discard, body)
 		var streamErr *quic.StreamError
@@ -100,7 +100,7 @@ func TestRouteTimeoutEndsABodyInProgress(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	waitFor(t, func() bool { return d.listener.Inspect().InFlight == 0 })
+	testkit.WaitFor(t, "the route timeout to end the download", func() bool { return d.listener.Inspect().InFlight == 0 })
 	if n, err := io.Copy(io.Discard, resp.Body); err == nil {
 		t.Fatalf("read %d bytes of 8 MiB and a clean end; want a reset", n)
 	}

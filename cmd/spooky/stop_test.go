@@ -13,14 +13,6 @@ import (
 	"spooky/supervisor"
 )
 
-// stuckStage ignores the end of its context until release is closed.
-type stuckStage struct{ release chan struct{} }
-
-func (s stuckStage) Serve(context.Context) error {
-	<-s.release
-	return nil
-}
-
 // TestStopIsBoundedAndNamesWhatWasStuck: a stage that does not stop keeps
 // the daemon no longer than the drain timeout and the stop grace, and the
 // error names it (exit code 4 in main).
@@ -39,9 +31,7 @@ func TestStopIsBoundedAndNamesWhatWasStuck(t *testing.T) {
 	d.stopGrace = 100 * time.Millisecond
 	// run leaves the sockets to the process's exit when it gives up.
 	t.Cleanup(func() { d.pool.Close(); d.listener.Close() })
-	stuck := stuckStage{release: make(chan struct{})}
-	t.Cleanup(func() { close(stuck.release) })
-	d.supervisor.Add(supervisor.Spec{Name: "stuck", Service: stuck})
+	d.supervisor.Add(supervisor.Spec{Name: "stuck", Service: stuckStage{until: t.Context().Done()}})
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.run(ctx) }()

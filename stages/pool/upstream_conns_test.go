@@ -14,6 +14,8 @@ import (
 	"testing/synctest"
 	"time"
 
+	"spooky/internal/testkit"
+
 	"golang.org/x/net/http2"
 )
 
@@ -86,7 +88,7 @@ func TestRequestsWaitForAStreamAtMaxConnections(t *testing.T) {
 	<-arrived
 	waiting := make(chan result, 1)
 	go func() { waiting <- get(t, p, b.addr, "http://example.com/") }()
-	waitFor(t, "the second request to wait for a stream", func() bool {
+	testkit.WaitFor(t, "the second request to wait for a stream", func() bool {
 		_, ec := p.lookup("g", b.addr)
 		return ec.waiters.Load() == 1
 	})
@@ -133,7 +135,7 @@ func TestSurplusIdleConnectionsClose(t *testing.T) {
 	}
 	close(release)
 	wg.Wait()
-	waitFor(t, "the surplus connections to close", func() bool { return b.ended.Load() == 2 })
+	testkit.WaitFor(t, "the surplus connections to close", func() bool { return b.ended.Load() == 2 })
 	if c := p.Endpoints()[0].Conns; c != 1 {
 		t.Fatalf("%d connections left; want the first, warm", c)
 	}
