@@ -104,10 +104,12 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	procsBefore, err := sampleProcesses(opts.PIDs)
+	procsIdle, err := sampleProcesses(opts.PIDs)
 	if err != nil {
 		return Result{}, err
 	}
+	procsBefore := procsIdle
+	peakReset := resetPeakRSS(opts.PIDs)
 	body := bytes.Repeat([]byte{'x'}, opts.BodySize)
 
 	runCtx, stop := context.WithCancel(ctx)
@@ -117,6 +119,7 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 
 	conns := make([]*Conn, opts.Connections)
 	streams := make([]*stream, 0, opts.Connections*opts.Streams)
+	latencyCap := latencyCapacity(opts.Connections * opts.Streams)
 	var wg sync.WaitGroup
 	for i := range conns {
 		conns[i] = NewConn(target.Host, opts.TLSConfig)
@@ -128,7 +131,7 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 				body:         body,
 				measureFrom:  measureFrom,
 				measureUntil: measureUntil,
-				stats:        newStats(),
+				stats:        newStats(latencyCap),
 			}
 			streams = append(streams, s)
 			wg.Go(func() { s.run(runCtx) })
@@ -151,13 +154,17 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 		c.Close()
 	}
 
-	total := newStats()
+	n := 0
+	for _, s := range streams {
+		n += len(s.stats.latencies)
+	}
+	total := newStats(n)
 	for _, s := range streams {
 		total.merge(s.stats)
 	}
 	res := total.result(max(end.Sub(measureFrom), 0))
 	if err == nil && afterErr == nil {
-		res.Processes = usage(procsBefore, procsAfter, res.Duration)
+		res.Processes = usage(procsIdle, procsBefore, procsAfter, peakReset, res.Duration)
 	}
 	return res, errors.Join(err, afterErr)
 }

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -79,7 +80,14 @@ func TestRunCountsAreSane(t *testing.T) {
 		t.Errorf("latency percentiles out of order: %+v", l)
 	}
 	if len(res.Processes) != 1 || res.Processes[0].CPUPercent <= 0 || res.Processes[0].RSSBytes <= 0 {
-		t.Errorf("Processes = %+v, want this process busy and resident", res.Processes)
+		t.Fatalf("Processes = %+v, want this process busy and resident", res.Processes)
+	}
+	// The peak was reset before the load, so it lies between the idle and
+	// the final resident set at the least; a process may always write its
+	// own clear_refs.
+	if p := res.Processes[0]; p.IdleRSSBytes <= 0 || p.PeakRSSBytes < max(p.IdleRSSBytes, p.RSSBytes) {
+		t.Errorf("idle %d, peak %d, end %d: want a peak at least the idle and the end figures",
+			p.IdleRSSBytes, p.PeakRSSBytes, p.RSSBytes)
 	}
 }
 
@@ -211,23 +219,59 @@ func TestParseStatCPU(t *testing.T) {
 	}
 }
 
-func TestParseStatusRSS(t *testing.T) {
+func TestParseStatusKB(t *testing.T) {
+	const status = "Name:\tspooky\nVmPeak:\t  9000 kB\nVmHWM:\t    2345 kB\nVmRSS:\t    1234 kB\nThreads:\t8\n"
 	tests := []struct {
 		name    string
 		status  string
+		field   string
 		want    int64
 		wantErr bool
 	}{
-		{name: "present", status: "Name:\tspooky\nVmPeak:\t  9000 kB\nVmRSS:\t    1234 kB\nThreads:\t8\n", want: 1234 << 10},
-		{name: "zombie", status: "Name:\tspooky\nState:\tZ (zombie)\n", want: 0},
-		{name: "odd unit", status: "VmRSS:\t1234 MB\n", wantErr: true},
+		{name: "VmRSS", status: status, field: "VmRSS:", want: 1234 << 10},
+		{name: "VmHWM", status: status, field: "VmHWM:", want: 2345 << 10},
+		{name: "zombie", status: "Name:\tspooky\nState:\tZ (zombie)\n", field: "VmRSS:", want: 0},
+		{name: "odd unit", status: "VmRSS:\t1234 MB\n", field: "VmRSS:", wantErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := parseStatusRSS([]byte(tt.status))
+			got, err := parseStatusKB([]byte(tt.status), tt.field)
 			if (err != nil) != tt.wantErr || got != tt.want {
-				t.Errorf("parseStatusRSS = %v, %v; want %v, error %v", got, err, tt.want, tt.wantErr)
+				t.Errorf("parseStatusKB(%s) = %v, %v; want %v, error %v", tt.field, got, err, tt.want, tt.wantErr)
 			}
 		})
+	}
+}
+
+func TestUsage(t *testing.T) {
+	idle := []procSample{{pid: 1, rssBytes: 10}, {pid: 2, rssBytes: 20}}
+	before := []procSample{{pid: 1, cpu: time.Second, rssBytes: 15}, {pid: 2, cpu: 0, rssBytes: 25}}
+	after := []procSample{
+		{pid: 1, cpu: 3 * time.Second, rssBytes: 30, peakBytes: 50},
+		{pid: 2, cpu: time.Second, rssBytes: 40, peakBytes: 90},
+	}
+	got := usage(idle, before, after, []bool{true, false}, 4*time.Second)
+	want := []Process{
+		{PID: 1, CPUPercent: 50, RSSBytes: 30, IdleRSSBytes: 10, PeakRSSBytes: 50},
+		// Its high-water mark was not reset: a lifetime peak is no figure
+		// of the run, so none is given.
+		{PID: 2, CPUPercent: 25, RSSBytes: 40, IdleRSSBytes: 20},
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("usage =\n%+v\nwant\n%+v", got, want)
+	}
+}
+
+func TestResetPeakRSS(t *testing.T) {
+	if got := resetPeakRSS([]int{os.Getpid(), -5}); !slices.Equal(got, []bool{true, false}) {
+		t.Errorf("resetPeakRSS(self, -5) = %v, want [true false]", got)
+	}
+}
+
+func TestLatencyCapacity(t *testing.T) {
+	for n, want := range map[int]int{0: 4096, 1: 4096, 64: 4096, 128: 2048, 1000: 262, 10000: 26, 100000: 16} {
+		if got := latencyCapacity(n); got != want {
+			t.Errorf("latencyCapacity(%d) = %d, want %d", n, got, want)
+		}
 	}
 }

@@ -18,13 +18,22 @@ type Process struct {
 	CPUPercent float64 `json:"cpu_percent"`
 	// RSSBytes is the resident set size at the end of the window.
 	RSSBytes int64 `json:"rss_bytes"`
+	// IdleRSSBytes is the resident set size before the run sent any load,
+	// warm-up included.
+	IdleRSSBytes int64 `json:"idle_rss_bytes"`
+	// PeakRSSBytes is the most the resident set reached from before the
+	// run's load to the end of the window (VmHWM, reset when the run
+	// starts through /proc/PID/clear_refs); zero when it could not be
+	// reset, since the process's lifetime peak would mean something else.
+	PeakRSSBytes int64 `json:"peak_rss_bytes"`
 }
 
 // procSample is one reading of a process from /proc.
 type procSample struct {
-	pid      int
-	cpu      time.Duration
-	rssBytes int64
+	pid       int
+	cpu       time.Duration
+	rssBytes  int64
+	peakBytes int64 // VmHWM: the high-water mark of the resident set
 }
 
 // clockTick is the unit of the CPU times in /proc/PID/stat. Linux fixes
@@ -57,11 +66,28 @@ func sampleProcess(pid int) (procSample, error) {
 	if err != nil {
 		return procSample{}, fmt.Errorf("load: process %d: %w", pid, err)
 	}
-	rss, err := parseStatusRSS(status)
+	rss, err := parseStatusKB(status, "VmRSS:")
 	if err != nil {
 		return procSample{}, fmt.Errorf("load: /proc/%d/status: %w", pid, err)
 	}
-	return procSample{pid: pid, cpu: cpu, rssBytes: rss}, nil
+	peak, err := parseStatusKB(status, "VmHWM:")
+	if err != nil {
+		return procSample{}, fmt.Errorf("load: /proc/%d/status: %w", pid, err)
+	}
+	return procSample{pid: pid, cpu: cpu, rssBytes: rss, peakBytes: peak}, nil
+}
+
+// resetPeakRSS sets the resident-set high-water mark (VmHWM) of every
+// process to its current resident set (proc(5), clear_refs value 5, Linux
+// 4.0 and later), so that the next reading of it is the peak since now. It
+// reports for each process whether that worked: writing clear_refs takes
+// the same user as the process.
+func resetPeakRSS(pids []int) []bool {
+	ok := make([]bool, len(pids))
+	for i, pid := range pids {
+		ok[i] = os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0) == nil
+	}
+	return ok
 }
 
 // parseStatCPU returns utime+stime from the contents of /proc/PID/stat
@@ -89,17 +115,18 @@ func parseStatCPU(stat []byte) (time.Duration, error) {
 	return time.Duration(ticks) * clockTick, nil
 }
 
-// parseStatusRSS returns VmRSS in bytes from the contents of
-// /proc/PID/status. A zombie has no VmRSS line and uses no memory.
-func parseStatusRSS(status []byte) (int64, error) {
+// parseStatusKB returns the field named field ("VmRSS:", "VmHWM:") in
+// bytes from the contents of /proc/PID/status. A zombie has no such lines
+// and uses no memory: zero.
+func parseStatusKB(status []byte, field string) (int64, error) {
 	for line := range bytes.SplitSeq(status, []byte("\n")) {
-		value, ok := bytes.CutPrefix(line, []byte("VmRSS:"))
+		value, ok := bytes.CutPrefix(line, []byte(field))
 		if !ok {
 			continue
 		}
 		kb, ok := bytes.CutSuffix(bytes.TrimSpace(value), []byte(" kB"))
 		if !ok {
-			return 0, fmt.Errorf("VmRSS %q: want a size in kB", value)
+			return 0, fmt.Errorf("%s %q: want a size in kB", field, value)
 		}
 		n, err := strconv.ParseInt(string(bytes.TrimSpace(kb)), 10, 64)
 		if err != nil {
@@ -111,11 +138,16 @@ func parseStatusRSS(status []byte) (int64, error) {
 }
 
 // usage turns readings at the start and end of a window of wall time d
-// into per-process figures.
-func usage(before, after []procSample, d time.Duration) []Process {
+// into per-process figures: idle holds the readings taken before the run
+// sent any load, and peakReset whether each process's high-water mark was
+// reset then.
+func usage(idle, before, after []procSample, peakReset []bool, d time.Duration) []Process {
 	out := make([]Process, len(after))
 	for i, a := range after {
-		out[i] = Process{PID: a.pid, RSSBytes: a.rssBytes}
+		out[i] = Process{PID: a.pid, RSSBytes: a.rssBytes, IdleRSSBytes: idle[i].rssBytes}
+		if peakReset[i] {
+			out[i].PeakRSSBytes = a.peakBytes
+		}
 		if d > 0 {
 			out[i].CPUPercent = 100 * float64(a.cpu-before[i].cpu) / float64(d)
 		}

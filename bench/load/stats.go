@@ -17,13 +17,23 @@ type stats struct {
 	backends        map[string]int64
 }
 
-func newStats() *stats {
+// newStats returns empty stats with room for latencyCap latencies before
+// the slice grows.
+func newStats(latencyCap int) *stats {
 	return &stats{
-		// Enough for a few seconds of a fast closed loop before growing.
-		latencies: make([]time.Duration, 0, 4096),
+		latencies: make([]time.Duration, 0, latencyCap),
 		statuses:  map[int]int64{},
 		backends:  map[string]int64{},
 	}
+}
+
+// latencyCapacity is how many latencies each of n streams makes room for
+// up front: enough for a few seconds of a fast closed loop before growing
+// (4096 each for up to 64 streams), but no more than about 2 MiB in all,
+// so that ten thousand mostly idle streams do not reserve 320 MiB.
+func latencyCapacity(n int) int {
+	const total = 1 << 18 // latencies, 8 bytes each
+	return min(4096, max(16, total/max(n, 1)))
 }
 
 func (s *stats) response(status int, backend string, n int64, latency time.Duration) {

@@ -55,7 +55,12 @@ func printSummary(w io.Writer, r load.Result) {
 	}
 	fmt.Fprintln(w)
 	for _, p := range r.Processes {
-		fmt.Fprintf(w, "pid %-8d cpu %.1f%%  rss %s\n", p.PID, p.CPUPercent, size(float64(p.RSSBytes)))
+		peak := "unknown"
+		if p.PeakRSSBytes > 0 {
+			peak = size(float64(p.PeakRSSBytes))
+		}
+		fmt.Fprintf(w, "pid %-8d cpu %.1f%%  rss %s (before the load %s, peak %s)\n",
+			p.PID, p.CPUPercent, size(float64(p.RSSBytes)), size(float64(p.IdleRSSBytes)), peak)
 	}
 }
 
