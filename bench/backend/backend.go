@@ -16,6 +16,9 @@
 //	/status/{code}     an empty response with that status
 //	/healthz           "ok"
 //	/cut?n=            n bytes, then the stream is reset mid-body
+//
+// [InFlight] wraps them to count the requests served at once and answer
+// /inflight with the count; the backend command wraps every server so.
 package backend
 
 import (

@@ -3,6 +3,9 @@
 // HTTP/2 server per -listen address, each answering as its own address so
 // round robin is visible in X-Backend, and optionally the same routes over
 // HTTP/3 with -h3 as the no-proxy reference to compare spooky against.
+// Every server also answers /inflight with the requests the process is
+// serving at once and the most since the last /inflight?reset=1, counted
+// over all of them (backend.InFlight).
 //
 //	backend -listen 127.0.0.1:9001,127.0.0.1:9002 -h3 127.0.0.1:9443
 package main
@@ -58,6 +61,10 @@ func run(listen, h3Addr string) (err error) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	// One count over every server, answered on each at /inflight: a
+	// benchmark reads how many requests reached the backend at once
+	// whichever way they came.
+	var inFlight backend.InFlight
 	var servers []running
 	// An http3.Server leaves its socket open, so it is closed after the server.
 	var sockets []io.Closer
@@ -78,7 +85,7 @@ func run(listen, h3Addr string) (err error) {
 			return err
 		}
 		name := ln.Addr().String()
-		servers = append(servers, running{name, backend.ServeH2C(ln, backend.Handler(name))})
+		servers = append(servers, running{name, backend.ServeH2C(ln, inFlight.Wrap(backend.Handler(name)))})
 		slog.Info("serving h2c", "addr", name)
 	}
 	if h3Addr != "" {
@@ -92,7 +99,7 @@ func run(listen, h3Addr string) (err error) {
 		if err != nil {
 			return fmt.Errorf("HTTP/3 on %s: %w", name, err)
 		}
-		servers = append(servers, running{name, backend.ServeH3(pc, backend.Handler(name), cert)})
+		servers = append(servers, running{name, backend.ServeH3(pc, inFlight.Wrap(backend.Handler(name)), cert)})
 		slog.Info("serving HTTP/3", "addr", name)
 	}
 
