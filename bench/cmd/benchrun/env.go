@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 )
 
@@ -54,12 +55,46 @@ func shellCommand(argv []string) string {
 }
 
 // setupLine says in one line how the numbers were taken and on what;
-// loadavg is the machine's load average before the bench started, which
-// says whether something else was competing for it.
-func setupLine(o options, loadavg string) string {
-	return fmt.Sprintf("%d rep(s) × %v measured after %v warm-up per target, alternating; spooky pool workers %d; "+
-		"%d CPUs (%s) shared by h3load, spooky and backend; load average before: %s; Linux %s; %s",
-		o.reps, o.duration, o.warmup, o.poolWorkers, runtime.NumCPU(), cpuModel(), loadavg, kernel(), runtime.Version())
+// caddyVersion is what `caddy version` printed, or empty with why Caddy
+// did not run; loadavg is the machine's load average before the bench
+// started, which says whether something else was competing for it.
+func setupLine(o options, caddyVersion, caddyWhy, loadavg string) string {
+	pool := fmt.Sprint(o.poolWorkers)
+	for _, sc := range o.scenarios {
+		if sc.memory && o.poolFor(sc) != o.poolWorkers {
+			pool += fmt.Sprintf(", %s %d", sc.name, o.poolFor(sc))
+		}
+	}
+	peer := "Caddy " + caddyVersion
+	if caddyVersion == "" {
+		peer = "no Caddy (" + caddyWhy + ")"
+	}
+	shape := fmt.Sprintf("%v measured after %v warm-up per target", o.duration, o.warmup)
+	if slices.ContainsFunc(o.scenarios, func(sc scenario) bool { return sc.memory }) {
+		shape += fmt.Sprintf(" (memory scenarios: every stream held, within %v, then %v more)", memoryRampLimit, o.duration)
+	}
+	return fmt.Sprintf("%d rep(s) × %s, order rotated each repetition; "+
+		"spooky pool workers %s; %s; %s; %d CPUs (%s) shared by h3load, the proxies and the backend; "+
+		"load average before: %s; Linux %s; %s",
+		o.reps, shape, pool, peer, gcSetting(os.Getenv("GOGC"), os.Getenv("GOMEMLIMIT")),
+		runtime.NumCPU(), cpuModel(), loadavg, kernel(), runtime.Version())
+}
+
+// gcSetting says what garbage collector setting the proxies run with:
+// their own defaults (spooky GOGC=400, Caddy Go's 100) unless the
+// environment the bench passes on sets one.
+func gcSetting(gogc, memlimit string) string {
+	var set []string
+	if gogc != "" {
+		set = append(set, "GOGC="+gogc)
+	}
+	if memlimit != "" {
+		set = append(set, "GOMEMLIMIT="+memlimit)
+	}
+	if len(set) == 0 {
+		return "GC defaults (spooky GOGC=400, Caddy 100)"
+	}
+	return strings.Join(set, " ") + " from the environment, for spooky and Caddy alike"
 }
 
 // loadAverage returns the 1, 5 and 15 minute load averages.

@@ -37,7 +37,8 @@ func TestParseFlags(t *testing.T) {
 		record      bool
 		poolWorkers int
 	}{
-		{nil, 3, 5 * time.Second, "small-4x16,small-32x8,large-4x4,upload-4x4", true, 512},
+		{nil, 3, 5 * time.Second, "small-4x16,small-32x8,large-4x4,upload-4x4,mem-1k,mem-10k", true, 512},
+		{[]string{"-scenarios", "mem-10k", "-reps", "1", "-d", "3s", "-no-record"}, 1, 3 * time.Second, "mem-10k", false, 64},
 		{[]string{"-quick"}, 1, 2 * time.Second, "small-4x16", false, 128},
 		{[]string{"-quick", "-reps", "2", "-results", "x.md"}, 2, 2 * time.Second, "small-4x16", true, 128},
 		{[]string{"-quick", "-scenarios", "large-4x4", "-d", "1s"}, 1, time.Second, "large-4x4", false, 64},
@@ -57,6 +58,14 @@ func TestParseFlags(t *testing.T) {
 			}
 		})
 	}
+	o, err := parse(t)
+	if err != nil || o.caddy != "caddy" || o.noCaddy {
+		t.Errorf("default Caddy: %q, no-caddy %v, %v; want caddy from PATH", o.caddy, o.noCaddy, err)
+	}
+	o, err = parse(t, "-caddy", "/opt/caddy", "-no-caddy")
+	if err != nil || o.caddy != "/opt/caddy" || !o.noCaddy {
+		t.Errorf("-caddy /opt/caddy -no-caddy: %q, %v, %v", o.caddy, o.noCaddy, err)
+	}
 	for _, bad := range [][]string{
 		{"-scenarios", "nope"},
 		{"-scenarios", "large-4x4,large-4x4"},
@@ -70,11 +79,60 @@ func TestParseFlags(t *testing.T) {
 	}
 }
 
-func TestOrderAlternates(t *testing.T) {
-	for rep, want := range map[int][]target{1: {direct, spooky}, 2: {spooky, direct}, 3: {direct, spooky}} {
-		if got := order(rep); !slices.Equal(got, want) {
-			t.Errorf("order(%d) = %v, want %v", rep, got, want)
+func TestOrderRotates(t *testing.T) {
+	three := []target{direct, spooky, caddy}
+	two := []target{direct, spooky}
+	tests := []struct {
+		targets []target
+		rep     int
+		want    []target
+	}{
+		{three, 1, []target{direct, spooky, caddy}},
+		{three, 2, []target{spooky, caddy, direct}},
+		{three, 3, []target{caddy, direct, spooky}},
+		{three, 4, []target{direct, spooky, caddy}},
+		// Without Caddy the order flips every repetition.
+		{two, 1, []target{direct, spooky}},
+		{two, 2, []target{spooky, direct}},
+		{two, 3, []target{direct, spooky}},
+		{[]target{spooky, caddy}, 2, []target{caddy, spooky}},
+		{nil, 1, nil},
+	}
+	for _, tt := range tests {
+		if got := order(tt.targets, tt.rep); !slices.Equal(got, tt.want) {
+			t.Errorf("order(%v, %d) = %v, want %v", tt.targets, tt.rep, got, tt.want)
 		}
+	}
+	// The targets given are left as they were.
+	order(three, 2)
+	if !slices.Equal(three, []target{direct, spooky, caddy}) {
+		t.Errorf("order changed its argument: %v", three)
+	}
+}
+
+func TestPoolFor(t *testing.T) {
+	mem1k, mem10k := scenarios[4], scenarios[5]
+	if mem1k.name != "mem-1k" || mem10k.name != "mem-10k" || mem10k.inFlight() != 10000 {
+		t.Fatalf("scenarios[4:6] = %+v, %+v", mem1k, mem10k)
+	}
+	o, err := parse(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The throughput scenarios share one spooky sized for the busiest of
+	// them; a memory scenario gets twice its own streams.
+	for sc, want := range map[string]int{"small-4x16": 512, "upload-4x4": 512, "mem-1k": 2000, "mem-10k": 20000} {
+		i := slices.IndexFunc(scenarios, func(s scenario) bool { return s.name == sc })
+		if got := o.poolFor(scenarios[i]); got != want {
+			t.Errorf("poolFor(%s) = %d, want %d", sc, got, want)
+		}
+	}
+	o, err = parse(t, "-pool-workers", "300")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := o.poolFor(mem10k); got != 300 {
+		t.Errorf("with -pool-workers 300, poolFor(mem-10k) = %d, want 300", got)
 	}
 }
 
@@ -115,5 +173,25 @@ func TestShellCommand(t *testing.T) {
 	want := `bin/benchrun -scenarios a,b -results 'my results.md' 'it'\''s'`
 	if got != want {
 		t.Errorf("shellCommand = %s, want %s", got, want)
+	}
+}
+
+func TestSetupLine(t *testing.T) {
+	o, err := parse(t, "-scenarios", "small-4x16,mem-10k", "-reps", "2", "-d", "3s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := setupLine(o, "2.6.2", "", "0.50 0.40 0.30")
+	for _, want := range []string{
+		"2 rep(s) × 3s measured after 1s warm-up per target (memory scenarios: every stream held, within 30s, then 3s more), order rotated each repetition; ",
+		"spooky pool workers 128, mem-10k 20000; Caddy 2.6.2; ",
+		"load average before: 0.50 0.40 0.30; ",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("setup line lacks %q:\n%s", want, got)
+		}
+	}
+	if got := setupLine(o, "", "caddy is not installed", "x"); !strings.Contains(got, "; no Caddy (caddy is not installed); ") {
+		t.Errorf("setup line without Caddy:\n%s", got)
 	}
 }

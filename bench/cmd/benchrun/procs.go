@@ -17,15 +17,17 @@ import (
 	"syscall"
 	"time"
 
+	"spooky/bench/backend"
 	"spooky/bench/load"
 )
 
 // stopGrace is how long a child has to stop after SIGTERM before it is
-// killed: longer than the backend's own 5s grace and spooky's 2s drain in
-// the bench config, so that they get to stop cleanly.
+// killed: longer than the backend's own 5s grace and the 2s that spooky's
+// and Caddy's bench configs give requests, so that they get to stop
+// cleanly.
 const stopGrace = 7 * time.Second
 
-// child is a long-running process of the bench: the backend or spooky.
+// child is a long-running process of the bench: the backend or a proxy.
 type child struct {
 	name    string
 	cmd     *exec.Cmd
@@ -120,8 +122,27 @@ func freePort(network string) (string, error) {
 	}
 }
 
-// insecureTLS trusts the self-signed certificates of the backend and of
-// spooky in dev mode.
+// freePortBoth returns a loopback port free for both TCP and UDP, for a
+// server (Caddy) that serves TLS and HTTP/3 on the same port number.
+func freePortBoth() (string, error) {
+	for range 20 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return "", err
+		}
+		addr := ln.Addr().String()
+		pc, err := net.ListenPacket("udp", addr)
+		ln.Close()
+		if err == nil {
+			pc.Close()
+			return addr, nil
+		}
+	}
+	return "", errors.New("no loopback port free for both TCP and UDP in 20 tries")
+}
+
+// insecureTLS trusts the self-signed certificates of the backend and the
+// proxies.
 var insecureTLS = &tls.Config{InsecureSkipVerify: true}
 
 // waitHTTP3 waits until url answers 200 over HTTP/3 with an X-Backend
@@ -141,24 +162,84 @@ func waitHTTP3(ctx context.Context, url string) error {
 }
 
 func probeHTTP3(ctx context.Context, url string) error {
-	ctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, _, err := getHTTP3(ctx, url)
 	if err != nil {
 		return err
 	}
-	conn := load.NewConn(req.URL.Host, insecureTLS)
-	defer conn.Close()
-	resp, err := conn.RoundTrip(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	io.Copy(io.Discard, resp.Body)
 	if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Backend") == "" {
 		return fmt.Errorf("status %s, X-Backend %q", resp.Status, resp.Header.Get("X-Backend"))
 	}
 	return nil
+}
+
+// getHTTP3 sends GET url on a QUIC connection of its own, which can only
+// carry HTTP/3, and returns the response with its body read (up to 1 MiB).
+func getHTTP3(ctx context.Context, url string) (*http.Response, []byte, error) {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	conn := load.NewConn(req.URL.Host, insecureTLS)
+	defer conn.Close()
+	return getOn(ctx, conn, url)
+}
+
+// getOn sends GET url on conn, bounded to 2s, and returns the response with
+// its body read (up to 1 MiB).
+func getOn(ctx context.Context, conn *load.Conn, url string) (*http.Response, []byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	resp, err := conn.RoundTrip(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return resp, body, err
+}
+
+// checkBackendProto asks base for /headers over HTTP/3 and checks that the
+// request reached the backend as want ("HTTP/2.0" through a proxy, which
+// must speak h2c upstream; "HTTP/3.0" directly).
+func checkBackendProto(ctx context.Context, base, want string) error {
+	resp, body, err := getHTTP3(ctx, base+"/headers")
+	if err != nil {
+		return fmt.Errorf("%s/headers: %w", base, err)
+	}
+	var got backend.Received
+	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &got) != nil {
+		return fmt.Errorf("%s/headers: %s: %.200q", base, resp.Status, body)
+	}
+	if resp.Proto != "HTTP/3.0" || got.Proto != want {
+		return fmt.Errorf("%s/headers: client got %s, backend got %s; want HTTP/3.0 and %s", base, resp.Proto, got.Proto, want)
+	}
+	return nil
+}
+
+// inFlight reads the backend's count of requests in flight over HTTP/3
+// on conn, a connection to its own server at base; with reset, it also
+// restarts the peak.
+func inFlight(ctx context.Context, conn *load.Conn, base string, reset bool) (backend.InFlightReport, error) {
+	url := base + backend.InFlightPath
+	if reset {
+		url += "?reset=1"
+	}
+	var rep backend.InFlightReport
+	resp, body, err := getOn(ctx, conn, url)
+	if err != nil {
+		return rep, fmt.Errorf("%s: %w", url, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return rep, fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	if err := json.Unmarshal(body, &rep); err != nil {
+		return rep, fmt.Errorf("%s: %w (a backend binary older than the bench? run make build)", url, err)
+	}
+	return rep, nil
 }
 
 // waitHTTP waits until url answers 200 over HTTP/1, or ctx ends.
@@ -194,6 +275,9 @@ type loadRun struct {
 	sc               scenario
 	warmup, duration time.Duration
 	pids             []int
+	// stop, when closed, ends the run early the way a signal does: h3load
+	// stops its load and still prints what it measured. Nil: run to the end.
+	stop <-chan struct{}
 }
 
 // run execs h3load -json and returns its result. Each run gets a fresh
@@ -228,7 +312,19 @@ func (r loadRun) run(ctx context.Context) (load.Result, error) {
 	cmd.WaitDelay = 3 * time.Second
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	runErr := cmd.Run()
+	runErr := cmd.Start()
+	if runErr == nil {
+		exited := make(chan struct{})
+		go func() {
+			select {
+			case <-r.stop: // never, when nil
+				cmd.Process.Signal(os.Interrupt)
+			case <-exited:
+			}
+		}()
+		runErr = cmd.Wait()
+		close(exited)
+	}
 	// h3load prints what it measured even when it also reports an error.
 	var res load.Result
 	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil || res.Duration == 0 {

@@ -53,3 +53,37 @@ func TestLoadRunFailure(t *testing.T) {
 		t.Errorf("err = %v, want one quoting h3load's stderr", err)
 	}
 }
+
+// TestLoadRunStop ends a run early through its stop channel: the stand-in
+// h3load, like the real one, prints what it measured when interrupted.
+func TestLoadRunStop(t *testing.T) {
+	h3load := filepath.Join(t.TempDir(), "h3load")
+	script := "#!/bin/sh\n" +
+		`trap 'echo "{\"requests\": 0, \"duration_ns\": 1500000000}"; exit 0' INT` + "\n" +
+		"i=0; while [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\nexit 1\n"
+	if err := os.WriteFile(h3load, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	time.AfterFunc(300*time.Millisecond, func() { close(stop) })
+	res, err := loadRun{h3load: h3load, url: "https://127.0.0.1:1/slow", sc: scenarios[5], duration: time.Minute, stop: stop}.run(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Left alone, the stand-in fails after 30s without printing anything.
+	if res.Duration != 1500*time.Millisecond {
+		t.Errorf("result = %+v, want the one printed on interrupt", res)
+	}
+}
+
+func TestGCSetting(t *testing.T) {
+	for _, tt := range []struct{ gogc, memlimit, want string }{
+		{"", "", "GC defaults (spooky GOGC=400, Caddy 100)"},
+		{"100", "", "GOGC=100 from the environment, for spooky and Caddy alike"},
+		{"", "1GiB", "GOMEMLIMIT=1GiB from the environment, for spooky and Caddy alike"},
+	} {
+		if got := gcSetting(tt.gogc, tt.memlimit); got != tt.want {
+			t.Errorf("gcSetting(%q, %q) = %q, want %q", tt.gogc, tt.memlimit, got, tt.want)
+		}
+	}
+}

@@ -5,14 +5,16 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 )
 
 // scenario is one load shape, run against the backend directly and through
-// spooky.
+// each proxy.
 type scenario struct {
 	name   string
 	method string
-	// path is requested on both targets, with its query.
+	// path is requested on every target, with its query; a memory
+	// scenario's gets the hold time added (requestPath).
 	path string
 	// bodySize is the request body each request sends; zero sends none.
 	bodySize int
@@ -21,20 +23,45 @@ type scenario struct {
 	// bulk marks scenarios that move bodies large enough for bytes per
 	// second, not requests per second, to be the figure that matters.
 	bulk bool
+	// memory marks scenarios whose figure is what the proxies hold in
+	// memory with every stream in flight at once: each request is held
+	// open by the backend for longer than the run, the whole run is
+	// measured (no warm-up), only the proxies are targets, and each is
+	// started afresh for every run.
+	memory bool
 }
 
 // inFlight is how many requests the scenario keeps in flight.
 func (s scenario) inFlight() int { return s.conns * s.streams }
 
+// memoryHoldSlack is how much longer than its run a memory scenario's
+// request is held by the backend, so that none is answered before the
+// load generator stops.
+const memoryHoldSlack = 5 * time.Second
+
+// requestPath is the path, with its query, that a run of the scenario
+// measuring for duration requests.
+func (s scenario) requestPath(duration time.Duration) string {
+	if !s.memory {
+		return s.path
+	}
+	return s.path + "?d=" + (duration + memoryHoldSlack).String()
+}
+
 // scenarios lists every scenario, in the order they run. The backend has no
 // route that swallows a body, so upload sends 1 MiB to /echo, which streams
 // it back: every byte crosses the proxy both ways, and the throughput
-// figure (response bytes) is one direction of it.
+// figure (response bytes) is one direction of it. The memory scenarios
+// keep 1 000 and 10 000 streams open on /slow; HTTP/3 servers (quic-go's
+// default, spooky's and Caddy's alike) let a client open 100 streams at a
+// time per connection, hence 100 streams on each of 10 or 100 connections.
 var scenarios = []scenario{
 	{name: "small-4x16", method: http.MethodGet, path: "/bytes?n=64", conns: 4, streams: 16},
 	{name: "small-32x8", method: http.MethodGet, path: "/bytes?n=64", conns: 32, streams: 8},
 	{name: "large-4x4", method: http.MethodGet, path: "/bytes?n=1048576", conns: 4, streams: 4, bulk: true},
 	{name: "upload-4x4", method: http.MethodPost, path: "/echo", bodySize: 1 << 20, conns: 4, streams: 4, bulk: true},
+	{name: "mem-1k", method: http.MethodGet, path: "/slow", conns: 10, streams: 100, memory: true},
+	{name: "mem-10k", method: http.MethodGet, path: "/slow", conns: 100, streams: 100, memory: true},
 }
 
 // selectScenarios returns the scenarios a comma-separated list names, in
