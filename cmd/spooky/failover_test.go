@@ -91,6 +91,9 @@ upstreams:
     policy: round_robin
     health: { path: /healthz, interval: 50ms, timeout: 200ms, healthy: 2, unhealthy: 2 }
     outlier: { consecutive_failures: 2, base_ejection: 300ms, max_ejection_percent: 50 }
+    # Every request in flight to b2 fails at once when it dies; the retry
+    # budget is not what this test is about, so it has room for them all.
+    retry_budget: { min_concurrency: 16 }
     endpoints: [ { address: %q }, { address: %q }, { address: %q } ]
 `, b1.addr, b2.addr, b3.addr)
 	url, d := startSpooky(t, doc)
