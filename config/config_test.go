@@ -1,14 +1,7 @@
 package config_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
-	"math/big"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -19,6 +12,7 @@ import (
 	"time"
 
 	"spooky/config"
+	"spooky/internal/testkit"
 )
 
 // minimal is the smallest valid configuration: everything else defaults.
@@ -55,36 +49,6 @@ func problems(err error) []error {
 		return nil
 	}
 	return []error{err}
-}
-
-// selfSigned writes a fresh self-signed certificate and its key as PEM
-// files in dir.
-func selfSigned(t *testing.T, dir string) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "localhost"},
-		DNSNames:     []string{"localhost"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile = writeFile(t, dir, "cert.pem", string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})))
-	keyFile = writeFile(t, dir, "key.pem", string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})))
-	return certFile, keyFile
 }
 
 func TestMinimalConfigGetsDefaults(t *testing.T) {
@@ -149,8 +113,7 @@ func TestMinimalConfigGetsDefaults(t *testing.T) {
 }
 
 func TestFullConfig(t *testing.T) {
-	dir := t.TempDir()
-	cert, key := selfSigned(t, dir)
+	cert, key := testkit.SelfSigned(t, "localhost", false)
 	doc := `
 listen:
   address: "0.0.0.0:8443"
@@ -179,7 +142,7 @@ upstreams:
       - { address: "[::1]:9443", weight: 3 }
       - { address: "backend.internal:9443" }
 `
-	c, err := config.Load(writeFile(t, dir, "spooky.yaml", doc))
+	c, err := config.Load(writeFile(t, t.TempDir(), "spooky.yaml", doc))
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
@@ -224,9 +187,8 @@ upstreams:
 
 func TestInvalidConfigs(t *testing.T) {
 	dir := t.TempDir()
-	cert, key := selfSigned(t, dir)
-	other := t.TempDir()
-	_, otherKey := selfSigned(t, other)
+	cert, key := testkit.SelfSigned(t, "localhost", false)
+	_, otherKey := testkit.SelfSigned(t, "other", false)
 	notPEM := writeFile(t, dir, "not.pem", "hello")
 	missing := filepath.Join(dir, "missing.pem")
 

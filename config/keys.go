@@ -64,7 +64,7 @@ var keys = []key{
 	{path: "listen.quic.retry_above", def: "500",
 		doc: "new connections per second above which a client must first prove its address with a QUIC Retry (RFC 9000 §8.1.2); `0`: every client"},
 	{path: "listen.write_idle_timeout", def: "30s",
-		doc: "a client that takes no response bytes for this long has its stream reset; the route's `timeout` bounds a response body too"},
+		doc: "a client that takes no response bytes for this long (from seven eighths of it on) has its stream reset; the route's `timeout` bounds a response body too"},
 	{path: "trusted_proxies", def: "[]",
 		doc: "CIDRs (`10.0.0.0/8`, `2001:db8::/32`) or bare IPs of the proxies in front of spooky whose forwarding headers it extends; from any other client they are replaced or removed (see [Headers](#headers)); `[]` trusts nobody; as `SPOOKY_TRUSTED_PROXIES`, comma-separated"},
 	{path: "admin.address", def: "127.0.0.1:9901",

@@ -582,17 +582,7 @@ func (s stuckStage) Serve(context.Context) error {
 // not stop.
 func TestEscalationStopsTheDaemon(t *testing.T) {
 	b := startBackend(t, "b1")
-	doc := strings.Replace(spookyConfig(allRoute, map[string][]string{"app": {b.addr}}),
-		`listen: { address: "127.0.0.1:0" }`, `listen: { address: "127.0.0.1:0", drain_timeout: 1s }`, 1)
-	path := writeConfig(t, doc)
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := newDaemon(path, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := newQuietDaemon(t, withListen(spookyConfig(allRoute, map[string][]string{"app": {b.addr}}), `drain_timeout: 1s`))
 	// The stage starts failing once the request is with the backend.
 	d.supervisor.Add(supervisor.Spec{Name: "faulty", Service: faultyStage{ready: b.holding}, Backoff: time.Millisecond, Intensity: 2})
 	d.supervisor.Add(supervisor.Spec{Name: "stuck", Service: stuckStage{until: t.Context().Done()}})

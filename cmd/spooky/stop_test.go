@@ -3,13 +3,13 @@ package main
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"spooky/config"
+	"spooky/internal/testkit"
 	"spooky/supervisor"
 )
 
@@ -18,19 +18,8 @@ import (
 // error names it (exit code 4 in main).
 func TestStopIsBoundedAndNamesWhatWasStuck(t *testing.T) {
 	b := startBackend(t, "b1")
-	doc := withListen(spookyConfig(allRoute, map[string][]string{"app": {b.addr}}), `drain_timeout: 100ms`)
-	path := writeConfig(t, doc)
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := newDaemon(path, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := newQuietDaemon(t, withListen(spookyConfig(allRoute, map[string][]string{"app": {b.addr}}), `drain_timeout: 100ms`))
 	d.stopGrace = 100 * time.Millisecond
-	// run leaves the sockets to the process's exit when it gives up.
-	t.Cleanup(func() { d.pool.Close(); d.listener.Close() })
 	d.supervisor.Add(supervisor.Spec{Name: "stuck", Service: stuckStage{until: t.Context().Done()}})
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -39,12 +28,25 @@ func TestStopIsBoundedAndNamesWhatWasStuck(t *testing.T) {
 		t.Fatalf("before the stop: %d %q", resp.StatusCode, body)
 	}
 	stop()
-	select {
-	case err := <-done:
-		if !errors.Is(err, errStuck) || !strings.Contains(err.Error(), "stuck (running)") {
-			t.Fatalf("run = %v; want errStuck naming the stuck stage", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the daemon did not give up on a stuck stage")
+	if err := testkit.Recv(t, done, "the daemon to give up on the stuck stage"); !errors.Is(err, errStuck) || !strings.Contains(err.Error(), "stuck (running)") {
+		t.Fatalf("run = %v; want errStuck naming the stuck stage", err)
 	}
+}
+
+// newQuietDaemon makes a daemon on the config doc, logging nowhere, for a
+// test to run itself; its sockets are closed when the test ends, since a
+// run that gives up leaves them to the process's exit.
+func newQuietDaemon(t *testing.T, doc string) *daemon {
+	t.Helper()
+	path := writeConfig(t, doc)
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := newDaemon(path, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.pool.Close(); d.listener.Close() })
+	return d
 }

@@ -15,10 +15,18 @@ import (
 // listen.write_idle_timeout for the client to take the bytes, and never
 // past the request's deadline (the route timeout), so that a client that
 // stops reading holds its own stream and nothing else.
+//
+// Setting a stream's deadline takes quic-go's stream lock, so it is not
+// done on every write: the idle deadline is moved on only once an eighth of
+// it has passed since it was set. A client that takes nothing is so reset
+// after between seven eighths of the idle timeout and all of it.
 type clientWriter struct {
 	http.ResponseWriter
 	e    *envelope.Envelope
 	idle time.Duration
+
+	armed  time.Time // the deadline set on the stream; zero: none yet
+	capped bool      // armed is the request's deadline, not an idle one
 }
 
 // writeDeadliner is how quic-go's response writer bounds a write.
@@ -27,29 +35,36 @@ type writeDeadliner interface{ SetWriteDeadline(time.Time) error }
 // bound sets the deadline for the next write or flush: the idle bound, or
 // the request's deadline if that comes first.
 func (w *clientWriter) bound() {
-	deadline := w.idleDeadline()
-	if d, ok := w.e.Ctx.Deadline(); ok && (deadline.IsZero() || d.Before(deadline)) {
-		deadline = d
+	if d, ok := w.e.Ctx.Deadline(); ok && (w.idle <= 0 || time.Until(d) < w.idle) {
+		if !w.capped || !w.armed.Equal(d) {
+			w.arm(d, true)
+		}
+		return
 	}
-	w.setDeadline(deadline)
+	w.boundIdle()
 }
 
 // boundLast sets the deadline for quic-go's flush when the handler
 // returns: the idle bound alone, since an error response for a request
 // whose deadline passed (504) must still go out.
-func (w *clientWriter) boundLast() { w.setDeadline(w.idleDeadline()) }
+func (w *clientWriter) boundLast() { w.boundIdle() }
 
-func (w *clientWriter) idleDeadline() time.Time {
+func (w *clientWriter) boundIdle() {
 	if w.idle <= 0 {
-		return time.Time{}
+		return
 	}
-	return time.Now().Add(w.idle)
+	now := time.Now()
+	if !w.capped && !w.armed.IsZero() && w.armed.Sub(now) > w.idle-w.idle/8 {
+		return // set lately enough
+	}
+	w.arm(now.Add(w.idle), false)
 }
 
-func (w *clientWriter) setDeadline(t time.Time) {
+func (w *clientWriter) arm(deadline time.Time, capped bool) {
 	if wd, ok := w.ResponseWriter.(writeDeadliner); ok {
-		wd.SetWriteDeadline(t)
+		wd.SetWriteDeadline(deadline)
 	}
+	w.armed, w.capped = deadline, capped
 }
 
 func (w *clientWriter) Write(p []byte) (int, error) {

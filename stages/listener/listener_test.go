@@ -2,17 +2,11 @@ package listener
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -27,6 +21,7 @@ import (
 	"spooky/certs"
 	"spooky/config"
 	"spooky/envelope"
+	"spooky/internal/testkit"
 	"spooky/stages"
 )
 
@@ -185,44 +180,6 @@ func inUse(t *testing.T, address string) bool {
 	return false
 }
 
-// certFiles writes a self-signed certificate for 127.0.0.1 named cn, and
-// its key, as PEM files.
-func certFiles(t *testing.T, cn string) *config.TLS {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: cn},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	files := &config.TLS{Cert: filepath.Join(dir, "cert.pem"), Key: filepath.Join(dir, "key.pem")}
-	for path, block := range map[string]*pem.Block{
-		files.Cert: {Type: "CERTIFICATE", Bytes: der},
-		files.Key:  {Type: "PRIVATE KEY", Bytes: keyDER},
-	} {
-		if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return files
-}
-
 func TestServesThroughTheRouter(t *testing.T) {
 	l, rec, _ := start(t, listenConfig("127.0.0.1:0"))
 	c := client(t)
@@ -289,7 +246,7 @@ func TestReloadToAnAddressInUseChangesNothing(t *testing.T) {
 	defer busy.Close()
 
 	next := listenConfig(busy.LocalAddr().String())
-	next.Listen.TLS = certFiles(t, "not applied")
+	next.Listen.TLS = testTLS(t, "not applied")
 	next.Listen.AdmissionWait, next.Listen.DrainTimeout = 3*time.Second, 9*time.Second
 	err = reconfigure(t, l, next)
 	if err == nil || !strings.Contains(err.Error(), "listener: listen.address") {
@@ -355,7 +312,7 @@ func TestCertificateOnReload(t *testing.T) {
 	}
 
 	// listen.tls set: new handshakes get its certificate.
-	next.Listen.TLS = certFiles(t, "from files")
+	next.Listen.TLS = testTLS(t, "from files")
 	if err := reconfigure(t, l, next); err != nil {
 		t.Fatal(err)
 	}
@@ -371,4 +328,10 @@ func TestCertificateOnReload(t *testing.T) {
 	if got := get(t, client(t), addr); !certs.IsDev(&tls.Certificate{Leaf: got}) {
 		t.Errorf("served %q, want a development certificate", got.Subject)
 	}
+}
+
+// testTLS is listen.tls for a fresh self-signed certificate named cn.
+func testTLS(t *testing.T, cn string) *config.TLS {
+	cert, key := testkit.SelfSigned(t, cn, false)
+	return &config.TLS{Cert: cert, Key: key}
 }

@@ -348,7 +348,7 @@ func TestH2OverTLS(t *testing.T) {
 		wantBody   string
 	}{
 		{"trusted CA", addr, ca, http.StatusOK, "secure"},
-		{"unrelated CA", addr, writeUnrelatedCA(t), http.StatusBadGateway, "upstream connect failed"},
+		{"unrelated CA", addr, unrelatedCA(t), http.StatusBadGateway, "upstream connect failed"},
 		{"no h2 in ALPN", h1addr, h1ca, http.StatusBadGateway, "upstream connect failed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -766,4 +766,11 @@ func TestNotModifiedWithContentLength(t *testing.T) {
 	if got := r.rec.Header().Get("Etag"); got != `"v1"` {
 		t.Errorf("client got ETag %q", got)
 	}
+}
+
+// unrelatedCA is a CA file for a fresh self-signed CA that signed nothing
+// the tests serve.
+func unrelatedCA(t testing.TB) string {
+	ca, _ := testkit.SelfSigned(t, "unrelated test CA", true)
+	return ca
 }
