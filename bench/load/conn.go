@@ -32,6 +32,7 @@ type Conn struct {
 	authority string
 	tlsConfig *tls.Config
 	factory   http3.Transport // makes ClientConns; never dials
+	quicConf  *quic.Config    // nil: quic-go's defaults
 
 	mu     sync.Mutex
 	quic   *quic.Conn // nil until the first request
@@ -79,7 +80,7 @@ func (c *Conn) clientConn(ctx context.Context) (*http3.ClientConn, error) {
 	if c.quic != nil && c.quic.Context().Err() == nil {
 		return c.client, nil
 	}
-	qc, err := quic.DialAddr(ctx, c.authority, c.tlsConfig, nil)
+	qc, err := quic.DialAddr(ctx, c.authority, c.tlsConfig, c.quicConf)
 	if err != nil {
 		return nil, err
 	}

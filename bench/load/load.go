@@ -16,6 +16,8 @@ import (
 	"net/url"
 	"sync"
 	"time"
+
+	"github.com/quic-go/quic-go"
 )
 
 // Options configures a run. Zero values mean the documented default.
@@ -44,10 +46,25 @@ type Options struct {
 	// TLSConfig is used for every connection; nil verifies the server
 	// against the system roots.
 	TLSConfig *tls.Config
+	// Stall makes every request read its response head and then nothing,
+	// until the run ends, on streams whose receive window is 64 KiB, so
+	// that the sender stalls at once: a slow-reader attack, for measuring
+	// what stalled streams cost the server. Nothing is counted as answered.
+	Stall bool
 	// PIDs are local processes (the proxy, the backends) whose CPU and
 	// memory use over the measured window go into [Result.Processes].
 	// Linux only.
 	PIDs []int
+}
+
+// stallingQUIC takes 64 KiB a stream that nobody reads, so a sender to a
+// stalling client is held back at once; the connection's window leaves
+// room for every stream's.
+var stallingQUIC = &quic.Config{
+	InitialStreamReceiveWindow:     64 << 10,
+	MaxStreamReceiveWindow:         64 << 10,
+	InitialConnectionReceiveWindow: 1 << 30,
+	MaxConnectionReceiveWindow:     1 << 30,
 }
 
 // Defaults for [Options] fields left zero.
@@ -123,6 +140,9 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 	var wg sync.WaitGroup
 	for i := range conns {
 		conns[i] = NewConn(target.Host, opts.TLSConfig)
+		if opts.Stall {
+			conns[i].quicConf = stallingQUIC
+		}
 		for range opts.Streams {
 			s := &stream{
 				conn:         conns[i],
@@ -258,6 +278,10 @@ func (s *stream) roundTrip(ctx context.Context) (status int, backend string, n i
 		return 0, "", 0, err
 	}
 	defer resp.Body.Close()
+	if s.opts.Stall {
+		<-ctx.Done()
+		return resp.StatusCode, resp.Header.Get("X-Backend"), 0, nil
+	}
 	n, err = io.Copy(io.Discard, resp.Body)
 	return resp.StatusCode, resp.Header.Get("X-Backend"), n, err
 }

@@ -47,6 +47,7 @@ func main() {
 		warmup   = flag.Duration("warmup", time.Second, "load: time to send load before measuring")
 		bodySize = flag.Int("body-size", 0, "load: bytes of request body to send with each request")
 		asJSON   = flag.Bool("json", false, "load: print the summary as JSON")
+		stall    = flag.Bool("stall", false, "load: read each response's head and never its body, on 64 KiB stream windows (a slow-reader attack); the memory it costs the server is the figure")
 	)
 	header := http.Header{}
 	flag.Func("H", `request header "Name: value" (repeatable)`, func(s string) error {
@@ -106,7 +107,7 @@ func main() {
 		err = loadTest(ctx, load.Options{
 			URL: target, Method: *method, Header: header, BodySize: *bodySize,
 			Connections: *conns, Streams: *streams, Warmup: *warmup, Duration: *duration,
-			TLSConfig: tlsConfig, PIDs: pids,
+			TLSConfig: tlsConfig, PIDs: pids, Stall: *stall,
 		}, *asJSON)
 	}
 	if err != nil {

@@ -132,9 +132,9 @@ func TestStreamFlowControlViolation(t *testing.T) {
 		t.Fatal(r.err)
 	}
 	defer r.resp.Body.Close()
-	mb := make([]byte, 1<<20)
-	for range streamWindow >> 20 {
-		f.data(h.StreamID, false, mb) // the whole window, unread
+	chunk := make([]byte, 16<<10)
+	for range streamWindow / len(chunk) {
+		f.data(h.StreamID, false, chunk) // the whole window, unread
 	}
 	f.data(h.StreamID, false, []byte{1})
 	expectReset(f, h.StreamID, http2.ErrCodeFlowControl)
