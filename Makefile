@@ -28,6 +28,7 @@ test:
 	$(GO) tool staticcheck ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./... >/dev/null
+	.ci/fuzz
 
 bench: build
 	$(GO) build -o $(BIN)/benchrun ./bench/cmd/benchrun
