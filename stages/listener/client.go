@@ -1,7 +1,9 @@
 package listener
 
 import (
+	"errors"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -27,6 +29,33 @@ type clientWriter struct {
 
 	armed  time.Time // the deadline set on the stream; zero: none yet
 	capped bool      // armed is the request's deadline, not an idle one
+
+	// abandoned is set when the request's goroutine stops waiting for a
+	// stage that is stuck: what the stage writes after that goes nowhere.
+	abandoned atomic.Bool
+}
+
+// errAbandoned is what a write to an abandoned request's writer returns.
+var errAbandoned = errors.New("listener: the request was abandoned")
+
+// abandon makes every later write fail; the response writer is quic-go's
+// no longer once the handler has returned.
+func (w *clientWriter) abandon() { w.abandoned.Store(true) }
+
+// Header is a throwaway map for an abandoned request: quic-go reads the
+// real one as the handler returns.
+func (w *clientWriter) Header() http.Header {
+	if w.abandoned.Load() {
+		return http.Header{}
+	}
+	return w.ResponseWriter.Header()
+}
+
+// WriteHeader does nothing for an abandoned request.
+func (w *clientWriter) WriteHeader(status int) {
+	if !w.abandoned.Load() {
+		w.ResponseWriter.WriteHeader(status)
+	}
 }
 
 // writeDeadliner is how quic-go's response writer bounds a write.
@@ -68,6 +97,9 @@ func (w *clientWriter) arm(deadline time.Time, capped bool) {
 }
 
 func (w *clientWriter) Write(p []byte) (int, error) {
+	if w.abandoned.Load() {
+		return 0, errAbandoned
+	}
 	w.bound()
 	return w.ResponseWriter.Write(p)
 }
@@ -75,6 +107,9 @@ func (w *clientWriter) Write(p []byte) (int, error) {
 // FlushError flushes within the same bound; http.ResponseController finds
 // it before it unwraps.
 func (w *clientWriter) FlushError() error {
+	if w.abandoned.Load() {
+		return errAbandoned
+	}
 	w.bound()
 	return http.NewResponseController(w.ResponseWriter).Flush()
 }

@@ -57,6 +57,8 @@ type Listener struct {
 	conns         *admission
 	refused       refusals
 
+	unfinishedGrace time.Duration // defaultUnfinishedGrace; tests shorten it
+
 	// afterFunc runs f once d has passed: time.AfterFunc, which tests
 	// replace to retire a socket when they choose.
 	afterFunc func(d time.Duration, f func())
@@ -81,7 +83,7 @@ type socket struct {
 // are served once Serve runs. The socket lives until Close, across restarts
 // of the stage and reloads that keep listen.address.
 func New(cfg *config.Config, router *stages.Mailbox, recorder Recorder, log *slog.Logger) (*Listener, error) {
-	l := &Listener{router: router, recorder: recorder, log: log, afterFunc: afterFunc}
+	l := &Listener{router: router, recorder: recorder, log: log, afterFunc: afterFunc, unfinishedGrace: defaultUnfinishedGrace}
 	if err := l.loadCertificate(cfg.Listen.TLS); err != nil {
 		return nil, err
 	}
@@ -351,7 +353,17 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else if !l.admit(e) {
 		e.Finish(http.StatusServiceUnavailable, ErrOverloaded)
 	}
-	<-e.Done()
+	select {
+	case <-e.Done():
+	case <-r.Context().Done():
+		if !l.awaitAfterClientGone(e) {
+			// A stage still holds e: it is neither read nor
+			// released here, and what the stage writes goes nowhere.
+			cw.abandon()
+			resetIncomplete(w)
+			return
+		}
+	}
 	// A response the pool handed over is relayed here, at the client's
 	// pace, on this request's own goroutine.
 	l.relay(e)
@@ -376,6 +388,27 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Nothing was answered: the client went away or its body
 		// failed. Returning would send an empty 200.
 		resetIncomplete(w)
+	}
+}
+
+// defaultUnfinishedGrace is how long the listener waits for an envelope to
+// be finished once its client has gone away: every stage finishes an
+// envelope whose context ended within moments, so one that takes longer is
+// held by a stage that is stuck, and the request's goroutine stops waiting
+// for it.
+const defaultUnfinishedGrace = 5 * time.Second
+
+// awaitAfterClientGone waits for e to be finished after its client went
+// away, at most unfinishedGrace, and reports whether it was.
+func (l *Listener) awaitAfterClientGone(e *envelope.Envelope) bool {
+	t := time.NewTimer(l.unfinishedGrace)
+	defer t.Stop()
+	select {
+	case <-e.Done():
+		return true
+	case <-t.C:
+		l.log.Error("a request was not finished within the grace after its client went away; its goroutine stops waiting", "grace", l.unfinishedGrace)
+		return false
 	}
 }
 
