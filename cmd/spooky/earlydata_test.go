@@ -159,7 +159,7 @@ func TestEarlyDataIsNeverReplayedUpstream(t *testing.T) {
 	// client's address on the second, so that spooky's anti-amplification
 	// limit (RFC 9000 §8.1) does not hold its answers back while the
 	// handshake is.
-	tokens := quic.NewLRUTokenStore(4, 4)
+	tokens := &tokenSignal{TokenStore: quic.NewLRUTokenStore(4, 4), put: make(chan struct{}, 1)}
 	tlsConf := func() *tls.Config {
 		return &tls.Config{InsecureSkipVerify: true, ServerName: "localhost", ClientSessionCache: cache, NextProtos: []string{http3.NextProtoH3}}
 	}
@@ -168,6 +168,7 @@ func TestEarlyDataIsNeverReplayedUpstream(t *testing.T) {
 	if resp, body := get(t, &http.Client{Transport: first}, url+"/"); resp.StatusCode != http.StatusOK {
 		t.Fatalf("first connection: %d %q", resp.StatusCode, body)
 	}
+	testkit.Recv(t, tokens.put, "a token from the first connection")
 	first.Close()
 
 	hold := startHandshakeHold(t, spookyAddr)
@@ -219,5 +220,20 @@ func TestEarlyDataIsNeverReplayedUpstream(t *testing.T) {
 
 	if !qc.ConnectionState().Used0RTT {
 		t.Fatal("the connection did not use 0-RTT; the test proved nothing")
+	}
+}
+
+// tokenSignal is a token store that says when a token arrived, so that
+// the first connection is not closed before spooky's NEW_TOKEN reached it.
+type tokenSignal struct {
+	quic.TokenStore
+	put chan struct{}
+}
+
+func (s *tokenSignal) Put(key string, token *quic.ClientToken) {
+	s.TokenStore.Put(key, token)
+	select {
+	case s.put <- struct{}{}:
+	default:
 	}
 }
