@@ -94,7 +94,7 @@ var keys = []key{
 	{path: "upstreams.<name>.policy", def: "round_robin",
 		doc: "`round_robin`, `weighted_round_robin` (smooth, nginx-style), `random`, `weighted_random`, `least_request` (power of two choices, weight-aware), `peak_ewma` (latency × load, unmeasured endpoints first), `ring_hash`, `maglev`, `fallback`"},
 	{path: "upstreams.<name>.hash_on", def: "client_ip",
-		doc: "key for `ring_hash`/`maglev`: `header:NAME`, `cookie:NAME`, `query:NAME`, `client_ip`, `path`, `authority`; a request without it is balanced round robin"},
+		doc: "key for `ring_hash`/`maglev`: `header:NAME`, `cookie:NAME`, `query:NAME`, `client_ip` (behind `trusted_proxies`, the nearest untrusted `X-Forwarded-For` hop), `path`, `authority`; a request without it is balanced round robin"},
 	{path: "upstreams.<name>.groups", unset: "—",
 		doc: "`fallback` only, instead of `endpoints`: a list of priority groups, each a list of endpoints; a group takes traffic only while every group before it has no available endpoint"},
 	{path: "upstreams.<name>.health.path", unset: "no checks",

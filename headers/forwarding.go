@@ -143,3 +143,38 @@ func isTrusted(ip netip.Addr, trusted []netip.Prefix) bool {
 	}
 	return false
 }
+
+// ClientIP is the address of the client a request comes from, as the
+// upstream should believe it: the connection's own address (clientAddr,
+// host:port) unless that is a trusted proxy, and then the nearest address
+// in X-Forwarded-For (fwd, the field's lines; walked from its end, as each
+// proxy appends) that is not a trusted proxy, or the farthest one when all
+// are. Its text is as written; it allocates nothing.
+func ClientIP(fwd []string, clientAddr string, trusted []netip.Prefix) string {
+	ip, text := clientIP(clientAddr)
+	if !isTrusted(ip, trusted) {
+		return text
+	}
+	farthest := text
+	for i := len(fwd) - 1; i >= 0; i-- {
+		line := fwd[i]
+		for line != "" {
+			elem := line
+			if j := strings.LastIndexByte(line, ','); j >= 0 {
+				elem, line = line[j+1:], line[:j]
+			} else {
+				line = ""
+			}
+			elem = strings.TrimSpace(elem)
+			if elem == "" {
+				continue
+			}
+			a, err := netip.ParseAddr(elem)
+			if err != nil || !isTrusted(a.Unmap(), trusted) {
+				return elem // a claim spooky cannot place is the client's
+			}
+			farthest = elem
+		}
+	}
+	return farthest
+}

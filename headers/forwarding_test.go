@@ -313,3 +313,29 @@ func BenchmarkToUpstreamTrusted(b *testing.B) {
 		delete(h, "Via")
 	}
 }
+
+func TestClientIP(t *testing.T) {
+	trusted := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("2001:db8::/32")}
+	for _, tc := range []struct {
+		name string
+		fwd  []string
+		addr string
+		want string
+	}{
+		{"untrusted peer: its own address, whatever it claims", []string{"203.0.113.9, 192.0.2.1"}, "192.0.2.1:5000", "192.0.2.1"},
+		{"trusted peer: the nearest untrusted hop", []string{"198.51.100.7, 203.0.113.9, 10.0.0.2"}, "10.0.0.2:5000", "203.0.113.9"},
+		{"over several lines", []string{"198.51.100.7", "203.0.113.9, 10.1.1.1", "10.0.0.2"}, "10.0.0.2:5000", "203.0.113.9"},
+		{"trusted IPv6 peer", []string{"203.0.113.9, 2001:db8::5"}, "[2001:db8::5]:443", "203.0.113.9"},
+		{"every hop trusted: the farthest", []string{"10.9.9.9, 10.0.0.2"}, "10.0.0.2:5000", "10.9.9.9"},
+		{"a hop that is no address is the client's claim", []string{"unknown, 10.0.0.2"}, "10.0.0.2:5000", "unknown"},
+		{"no field: the peer", nil, "10.0.0.2:5000", "10.0.0.2"},
+	} {
+		if got := headers.ClientIP(tc.fwd, tc.addr, trusted); got != tc.want {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
+	}
+	fwd := []string{"198.51.100.7, 203.0.113.9, 10.0.0.2"}
+	if n := testing.AllocsPerRun(100, func() { headers.ClientIP(fwd, "10.0.0.2:5000", trusted) }); n != 0 {
+		t.Errorf("%v allocations", n)
+	}
+}

@@ -150,14 +150,15 @@ func (e *NoEndpointError) Error() string {
 
 // Handle picks an endpoint for e and hands it to the pool.
 func (b *Balancer) Handle(e *envelope.Envelope) {
-	g := b.current.Load().groups[e.Route.Upstream]
+	s := b.current.Load()
+	g := s.groups[e.Route.Upstream]
 	if g == nil {
 		e.Finish(http.StatusServiceUnavailable, &NoEndpointError{Group: e.Route.Upstream})
 		return
 	}
 	p := Pick{Now: time.Now().UnixNano(), Tried: e.Tried}
 	if g.hashOn != nil {
-		p.Key, p.HasKey = requestKey(*g.hashOn, e)
+		p.Key, p.HasKey = requestKey(*g.hashOn, e, s.config.TrustedProxies)
 	}
 	ep := g.policy.Pick(g.live.Endpoints, &p)
 	if ep == nil && p.Tried != 0 {

@@ -1,17 +1,20 @@
 package balancer
 
 import (
-	"net"
+	"net/netip"
 	"strings"
 
 	"spooky/config"
 	"spooky/envelope"
+	"spooky/headers"
 )
 
 // requestKey hashes what hash_on names in e's request. It reports false
 // when the request has no such value; the hash policies then fall back to
-// round robin. It allocates nothing.
-func requestKey(on config.HashOn, e *envelope.Envelope) (uint64, bool) {
+// round robin. The client's IP is the one behind trusted proxies, so that a
+// proxy in front of spooky does not send all its clients to one endpoint.
+// It allocates nothing.
+func requestKey(on config.HashOn, e *envelope.Envelope, trusted []netip.Prefix) (uint64, bool) {
 	r := e.Request
 	var v string
 	switch on.Source {
@@ -24,10 +27,7 @@ func requestKey(on config.HashOn, e *envelope.Envelope) (uint64, bool) {
 	case "query":
 		v = queryValue(r.URL.RawQuery, on.Name)
 	case "client_ip":
-		v = e.ClientAddr
-		if host, _, err := net.SplitHostPort(v); err == nil {
-			v = host
-		}
+		v = headers.ClientIP(r.Header["X-Forwarded-For"], e.ClientAddr, trusted)
 	case "path":
 		v = r.URL.Path
 	case "authority":

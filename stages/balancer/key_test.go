@@ -29,12 +29,12 @@ func TestRequestKey(t *testing.T) {
 		{config.HashOn{Source: "path"}, "/cart/items"},
 		{config.HashOn{Source: "authority"}, "shop.example.com"},
 	} {
-		key, ok := requestKey(tc.on, e)
+		key, ok := requestKey(tc.on, e, nil)
 		if ok != (tc.want != "") || ok && key != HashKey(tc.want) {
 			t.Errorf("%+v: key %x, %v; want the hash of %q", tc.on, key, ok, tc.want)
 		}
 	}
-	if n := testing.AllocsPerRun(100, func() { requestKey(config.HashOn{Source: "cookie", Name: "session"}, e) }); n != 0 {
+	if n := testing.AllocsPerRun(100, func() { requestKey(config.HashOn{Source: "cookie", Name: "session"}, e, nil) }); n != 0 {
 		t.Errorf("%v allocations per key", n)
 	}
 }
