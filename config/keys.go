@@ -80,7 +80,7 @@ var keys = []key{
 	{path: "routes[].match.host", def: "*",
 		doc: "`*`, an exact host, or `*.example.com`; port ignored, case-insensitive"},
 	{path: "routes[].match.path_prefix", def: "/",
-		doc: "request path prefix; the first matching route wins, in file order"},
+		doc: "request path prefix, matched as a string against the path with its dot-segments (`/./`, `/../`) resolved; the first matching route wins, in file order"},
 	{path: "routes[].upstream", unset: "required",
 		doc: "an upstream group name"},
 	{path: "routes[].timeout", def: "30s",

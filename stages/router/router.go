@@ -10,6 +10,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"path"
 	"strings"
 	"sync/atomic"
 
@@ -64,7 +65,7 @@ func (r *Router) Handle(e *envelope.Envelope) {
 		return
 	}
 	cfg := r.config.Load()
-	i := Match(cfg.Routes, req.Host, req.URL.Path)
+	i := Match(cfg.Routes, req.Host, matchPath(req.URL.Path))
 	if i < 0 {
 		e.Finish(http.StatusNotFound, ErrNoRoute)
 		return
@@ -101,4 +102,19 @@ func hostMatches(pattern, host string) bool {
 	default:
 		return strings.EqualFold(pattern, host)
 	}
+}
+
+// matchPath is the path a route matches against: with its dot-segments
+// resolved (RFC 3986 §5.2.4), so that /public/../admin is routed as the
+// /admin the upstream will serve, not by its /public prefix. The path the
+// upstream receives is the client's, unchanged.
+func matchPath(p string) string {
+	if !strings.Contains(p, "/.") {
+		return p
+	}
+	clean := path.Clean(p)
+	if strings.HasSuffix(p, "/") && clean != "/" {
+		clean += "/"
+	}
+	return clean
 }

@@ -101,3 +101,25 @@ func newEnvelope(path string) *envelope.Envelope {
 	e.Arrived = time.Now()
 	return e
 }
+
+func TestDotSegmentsAreResolvedBeforeMatching(t *testing.T) {
+	routes := []config.Route{
+		{Match: config.Match{Host: "*", PathPrefix: "/admin"}},
+		{Match: config.Match{Host: "*", PathPrefix: "/public"}},
+	}
+	for _, tc := range []struct {
+		path string
+		want int
+	}{
+		{"/public/../admin/users", 0},
+		{"/public/./a", 1},
+		{"/public/..", -1},
+		{"/public/a/../b/", 1},
+		{"/admin/../public/", 1},
+		{"/public/.well-known", 1},
+	} {
+		if got := Match(routes, "example.com", matchPath(tc.path)); got != tc.want {
+			t.Errorf("%s matched route %d, want %d", tc.path, got, tc.want)
+		}
+	}
+}
