@@ -111,6 +111,9 @@ func (t *Telemetry) Serve(ctx context.Context) error {
 		return err
 	}
 	defer func() { admin.stop() }()
+	// bound is the admin address in force: a failed move keeps the old
+	// one, and the next reload of the new address tries it again.
+	bound := cfg.Admin.Address
 	for {
 		workersCtx, stopWorkers := context.WithCancel(ctx)
 		var workers sync.WaitGroup
@@ -129,12 +132,12 @@ func (t *Telemetry) Serve(ctx context.Context) error {
 		}
 		next := t.config.Load()
 		t.inbox.Resize(next.Stages.Telemetry.Queue)
-		if next.Admin.Address != cfg.Admin.Address {
+		if next.Admin.Address != bound {
 			if moved, err := t.bindAdmin(next.Admin.Address); err != nil {
-				t.log.Error("admin server stays on its old address", "err", err)
+				t.log.Error("admin server stays on its old address", "address", bound, "err", err)
 			} else {
 				admin.stop()
-				admin = moved
+				admin, bound = moved, next.Admin.Address
 			}
 		}
 		cfg = next

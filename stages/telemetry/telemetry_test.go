@@ -15,6 +15,7 @@ import (
 
 	"spooky/config"
 	"spooky/envelope"
+	"spooky/internal/testkit"
 	"spooky/mailbox"
 	"spooky/stages"
 	"spooky/upstream"
@@ -400,4 +401,55 @@ func TestServeFailsWhenTheAdminAddressIsTaken(t *testing.T) {
 	if tel.AdminURL() != "" {
 		t.Errorf("AdminURL %q without a server", tel.AdminURL())
 	}
+}
+
+// TestAFailedAdminMoveIsRetriedOnTheNextReload: a reload to a taken
+// address keeps the admin server where it was; once the address is free, a
+// reload naming it again moves it.
+func TestAFailedAdminMoveIsRetriedOnTheNextReload(t *testing.T) {
+	tel := newTelemetry(16, nil)
+	failed := make(chan struct{}, 1)
+	tel.log = slog.New(slog.NewTextHandler(signalWriter(failed), nil))
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- tel.Serve(ctx) }()
+	defer func() {
+		cancel()
+		<-served
+	}()
+	testkit.WaitFor(t, "the admin server", func() bool { return tel.AdminURL() != "" })
+	first := tel.AdminURL()
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := taken.Addr().String()
+	reload := func() {
+		next := *tel.config.Load()
+		next.Admin.Address = target
+		rc := stages.Reconfigure{Config: &next, Done: make(chan struct{})}
+		if err := tel.Inbox().SendControl(ctx, rc); err != nil {
+			t.Fatal(err)
+		}
+		testkit.Recv(t, rc.Done, "the reload to be applied")
+	}
+	reload()
+	testkit.Recv(t, failed, "the failed move to be logged")
+	taken.Close()
+	if tel.AdminURL() != first {
+		t.Fatalf("admin server at %s after a failed move; want it kept at %s", tel.AdminURL(), first)
+	}
+	reload()
+	testkit.WaitFor(t, "the admin server to move", func() bool { return tel.AdminURL() == "http://"+target })
+}
+
+// signalWriter is a log destination that signals each line written.
+type signalWriter chan struct{}
+
+func (w signalWriter) Write(p []byte) (int, error) {
+	select {
+	case w <- struct{}{}:
+	default:
+	}
+	return len(p), nil
 }
