@@ -191,13 +191,20 @@ func (c *Control) Reload(ctx context.Context) error {
 	// applyWait.
 	for _, t := range c.targets {
 		rc := stages.Reconfigure{Config: cfg, Done: make(chan struct{})}
-		if err := t.SendControl(ctx, rc); err != nil {
+		// A stage whose control lane stays full is stuck: the send is
+		// bounded like the wait for the stage to apply it.
+		sendCtx, cancel := context.WithTimeout(ctx, applyWait)
+		err := t.SendControl(sendCtx, rc)
+		cancel()
+		if err != nil {
 			// The first target is the listener, which fails only on a
 			// new listen.address it cannot bind or a certificate it
 			// cannot load: then nothing has changed anywhere. A later
 			// failure is a stage that went away mid-broadcast (the
-			// daemon is stopping), and the stages before it keep the
-			// new config.
+			// daemon is stopping) or one stuck with its control lane
+			// full; the stages before it keep the new config, the
+			// status says the reload failed, and reloading the same
+			// file applies it again everywhere.
 			err = fmt.Errorf("control: applying config: %w", err)
 			c.failed(err)
 			c.log.Error("config not applied", "path", c.path, "err", err)

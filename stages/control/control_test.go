@@ -428,3 +428,33 @@ func TestServeWatchesTheFile(t *testing.T) {
 		t.Fatal("the changed file was not reloaded")
 	}
 }
+
+// fullLane is a target whose control lane is full: a send waits until its
+// context ends.
+type fullLane struct{}
+
+func (fullLane) SendControl(ctx context.Context, _ stages.Control) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// TestReloadGivesUpOnAStageWhoseLaneStaysFull: a stage stuck with its
+// control lane full holds a reload for applyWait, not for as long as the
+// daemon runs; the reload fails, and so says the status.
+func TestReloadGivesUpOnAStageWhoseLaneStaysFull(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c, _, _ := newControl(t, configDoc(1))
+		c.AddTarget(fullLane{})
+		writeConfig(t, c.path, configDoc(2))
+		start := time.Now()
+		if err := c.Reload(t.Context()); err == nil {
+			t.Fatal("Reload succeeded past a stage that took nothing")
+		}
+		if took := time.Since(start); took != applyWait {
+			t.Errorf("Reload took %v, want %v", took, applyWait)
+		}
+		if st := c.Status(); st.Version != 1 || st.LastResult != "error" {
+			t.Errorf("status %+v; want version 1 and the error", st)
+		}
+	})
+}
