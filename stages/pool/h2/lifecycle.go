@@ -42,6 +42,13 @@ func (c *Conn) Shutdown(ctx context.Context) error {
 		c.mu.Unlock()
 		return err
 	}
+	if c.closed {
+		// The connection failed while its streams were finishing: they
+		// failed with it, and the caller is told why.
+		err := c.closeErr
+		c.mu.Unlock()
+		return err
+	}
 	c.mu.Unlock()
 	c.writeNow(func() error { return c.fr.WriteGoAway(0, http2.ErrCodeNo, nil) })
 	return c.Close()

@@ -458,3 +458,25 @@ func TestConcurrentPings(t *testing.T) {
 		}
 	})
 }
+
+// TestShutdownReportsAConnectionThatFailedMeanwhile: a connection that
+// fails while Shutdown waits for its streams fails them, and Shutdown says
+// so rather than report a clean close.
+func TestShutdownReportsAConnectionThatFailedMeanwhile(t *testing.T) {
+	c, f := startFake(t, Config{})
+	ch := goRoundTrip(context.Background(), c, getReq("/"))
+	f.readRequest()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	sctx := newShutdownCtx(ctx)
+	shut := make(chan error, 1)
+	go func() { shut <- c.Shutdown(sctx) }()
+	waitChan(t, sctx.asked, "Shutdown to start")
+	f.nc.Close() // the upstream goes away under the stream
+	if r := await(t, ch); r.err == nil {
+		t.Fatal("the in-flight request succeeded on a connection that died")
+	}
+	if err := testkit.Recv(t, shut, "Shutdown to return"); err == nil {
+		t.Fatal("Shutdown reported a clean close of a connection that failed")
+	}
+}
