@@ -82,6 +82,9 @@ func Match(routes []config.Route, host, path string) int {
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
+	// A fully qualified name's final dot names the same host (RFC 1034
+	// §3.1): example.com. is example.com.
+	host = strings.TrimSuffix(host, ".")
 	for i := range routes {
 		m := &routes[i].Match
 		if strings.HasPrefix(path, m.PathPrefix) && hostMatches(m.Host, host) {

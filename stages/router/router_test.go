@@ -30,6 +30,8 @@ func TestMatch(t *testing.T) {
 		{"other.org", "/static/app.js", 2},
 		{"other.org", "/", -1},
 		{"[::1]:8443", "/static", 2},
+		{"api.example.com.", "/v1", 0},
+		{"www.example.com.:8443", "/", 1},
 	} {
 		if got := Match(routes, tc.host, tc.path); got != tc.want {
 			t.Errorf("Match(%q, %q) = %d, want %d", tc.host, tc.path, got, tc.want)
