@@ -17,8 +17,10 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"time"
 )
 
@@ -65,6 +67,43 @@ type Listen struct {
 	// WriteIdleTimeout is listen.write_idle_timeout: how long a client may
 	// take no response bytes before its stream is reset.
 	WriteIdleTimeout time.Duration
+	// TCP is listen.tcp, the HTTPS server over TCP.
+	TCP TCP
+	// AltSvc is listen.alt_svc, what responses over TCP say of HTTP/3.
+	AltSvc AltSvc
+}
+
+// TCP is listen.tcp: HTTPS over TCP (HTTP/2 and HTTP/1.1) beside HTTP/3.
+type TCP struct {
+	Enabled bool // listen.tcp.enabled
+	// Address is listen.tcp.address; empty means listen.address's host
+	// and port (TCPAddress resolves it).
+	Address           string
+	ReadHeaderTimeout time.Duration // listen.tcp.read_header_timeout
+	IdleTimeout       time.Duration // listen.tcp.idle_timeout
+}
+
+// AltSvc is listen.alt_svc.
+type AltSvc struct {
+	Enabled bool // listen.alt_svc.enabled
+	// Port is listen.alt_svc.port; 0 means the UDP port the QUIC socket is
+	// bound to.
+	Port   int
+	MaxAge time.Duration // listen.alt_svc.max_age
+}
+
+// TCPAddress is the host:port the TCP server binds: listen.tcp.address,
+// or else listen.address, whose port 0 stands for udpPort, the port its
+// UDP socket was given, so that both protocols share one port.
+func (l Listen) TCPAddress(udpPort int) string {
+	if l.TCP.Address != "" {
+		return l.TCP.Address
+	}
+	host, port, err := net.SplitHostPort(l.Address)
+	if err != nil || port != "0" {
+		return l.Address
+	}
+	return net.JoinHostPort(host, strconv.Itoa(udpPort))
 }
 
 // ClientLimits is listen.limits: the bounds on what one client may ask.

@@ -67,6 +67,9 @@ func TestMinimalConfigGetsDefaults(t *testing.T) {
 		{"listen.admission_wait", c.Listen.AdmissionWait, 100 * time.Millisecond},
 		{"listen.drain_timeout", c.Listen.DrainTimeout, 15 * time.Second},
 		{"listen.write_idle_timeout", c.Listen.WriteIdleTimeout, 30 * time.Second},
+		{"listen.tcp", c.Listen.TCP, config.TCP{Enabled: true, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second}},
+		{"listen.alt_svc", c.Listen.AltSvc, config.AltSvc{Enabled: true, MaxAge: 24 * time.Hour}},
+		{"TCPAddress", c.Listen.TCPAddress(0), "127.0.0.1:8443"},
 		{"admin.address", c.Admin.Address, "127.0.0.1:9901"},
 		{"log.level", c.Log.Level, "info"},
 		{"trusted_proxies", c.TrustedProxies, []netip.Prefix(nil)},
@@ -211,6 +214,14 @@ func TestInvalidConfigs(t *testing.T) {
 			[]string{"listen.address", `"localhost"`, "want host:port"}},
 		{"listen.address port out of range", with("listen: { address: \"127.0.0.1:70000\" }\n"),
 			[]string{"listen.address", `"127.0.0.1:70000"`, "want host:port"}},
+		{"listen.tcp.address without port", with("listen: { tcp: { address: localhost } }\n"),
+			[]string{"listen.tcp.address", `"localhost"`, "want host:port"}},
+		{"listen.tcp.idle_timeout zero", with("listen: { tcp: { idle_timeout: 0s } }\n"),
+			[]string{"listen.tcp.idle_timeout", "want a positive duration"}},
+		{"listen.alt_svc.port out of range", with("listen: { alt_svc: { port: 70000 } }\n"),
+			[]string{"listen.alt_svc.port", "70000", "want a port from 1 to 65535"}},
+		{"listen.alt_svc.max_age under a second", with("listen: { alt_svc: { max_age: 500ms } }\n"),
+			[]string{"listen.alt_svc.max_age", "500ms", "want at least 1s"}},
 		{"admin.address not a string", with("admin: { address: [1] }\n"),
 			[]string{"admin.address", "[1]", "want a string"}},
 		{"listen.admission_wait zero", with("listen: { admission_wait: 0s }\n"),
@@ -679,5 +690,23 @@ upstreams:
 	r := c.Routes[0].Retries
 	if r.Attempts != 3 || r.PerTryTimeout != 250*time.Millisecond || !slices.Equal(r.On, []string{"reset-before-response", "503"}) {
 		t.Errorf("retries %+v", r)
+	}
+}
+
+func TestTCPAddress(t *testing.T) {
+	tests := []struct {
+		listen config.Listen
+		want   string
+	}{
+		{config.Listen{Address: "127.0.0.1:8443"}, "127.0.0.1:8443"},
+		{config.Listen{Address: "127.0.0.1:0"}, "127.0.0.1:4433"},
+		{config.Listen{Address: ":0"}, ":4433"},
+		{config.Listen{Address: "[::1]:0"}, "[::1]:4433"},
+		{config.Listen{Address: "127.0.0.1:0", TCP: config.TCP{Address: "127.0.0.1:443"}}, "127.0.0.1:443"},
+	}
+	for _, tt := range tests {
+		if got := tt.listen.TCPAddress(4433); got != tt.want {
+			t.Errorf("TCPAddress(4433) of %+v = %q, want %q", tt.listen, got, tt.want)
+		}
 	}
 }

@@ -261,7 +261,7 @@ func TestChildren(t *testing.T) {
 		want []string
 	}{
 		{"", []string{"listen", "trusted_proxies", "admin", "log", "stages", "routes", "upstreams"}},
-		{"listen", []string{"address", "tls", "admission_wait", "drain_timeout", "limits", "quic", "write_idle_timeout"}},
+		{"listen", []string{"address", "tls", "admission_wait", "drain_timeout", "limits", "quic", "write_idle_timeout", "tcp", "alt_svc"}},
 		{"stages", []string{"router", "balancer", "pool", "telemetry"}},
 		{"stages.pool", []string{"workers", "queue"}},
 		{"routes[]", []string{"name", "match", "upstream", "timeout", "retries"}},

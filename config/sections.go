@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 )
 
@@ -58,6 +59,28 @@ func (d *decoder) listen(n node) Listen {
 		MaxStreams:    d.integer(qn, "max_streams", 1),
 		MaxHandshakes: d.integer(qn, "max_handshakes", 1),
 		RetryAbove:    d.integer(qn, "retry_above", 0),
+	}
+	tcp := d.child(n, "tcp")
+	l.TCP = TCP{
+		Enabled:           d.boolean(tcp, "enabled"),
+		Address:           d.str(tcp, "address"),
+		ReadHeaderTimeout: d.duration(tcp, "read_header_timeout"),
+		IdleTimeout:       d.duration(tcp, "idle_timeout"),
+	}
+	if l.TCP.Address != "" {
+		d.hostPort(tcp, "address")
+	}
+	alt := d.child(n, "alt_svc")
+	l.AltSvc = AltSvc{
+		Enabled: d.boolean(alt, "enabled"),
+		Port:    d.integer(alt, "port", 1),
+		MaxAge:  d.duration(alt, "max_age"),
+	}
+	if l.AltSvc.Port > 65535 {
+		d.fail("listen.alt_svc.port", l.AltSvc.Port, "a port from 1 to 65535")
+	}
+	if l.AltSvc.MaxAge < time.Second {
+		d.fail("listen.alt_svc.max_age", l.AltSvc.MaxAge.String(), "at least 1s")
 	}
 	if n.m["tls"] == nil {
 		return l

@@ -65,7 +65,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		log.Error("cannot start", "err", err)
 		return 1
 	}
-	log.Info("spooky serving", "http3", d.listener.Addr().String(), "admin", cfg.Admin.Address, "config", *configPath)
+	tcp := "off"
+	if a := d.listener.TCPAddr(); a != nil {
+		tcp = a.String()
+	}
+	log.Info("spooky serving", "http3", d.listener.Addr().String(), "https", tcp, "admin", cfg.Admin.Address, "config", *configPath)
 	if err := d.run(ctx); err != nil {
 		log.Error("stopped uncleanly", "err", err)
 		if errors.Is(err, errStuck) {

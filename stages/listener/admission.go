@@ -142,6 +142,41 @@ func (a *admission) connContext(ctx context.Context, info *quic.ClientInfo) (con
 	return context.WithValue(ctx, connKey{}, c), nil
 }
 
+// admitTCP counts a TCP connection from client against
+// limits.connections and connections_per_client, which QUIC and TCP
+// connections share, or refuses it. A TCP connection is not a handshake
+// the listener counts: net/http runs each TLS handshake on the
+// connection's own goroutine, bounded by listen.tcp.read_header_timeout.
+func (a *admission) admitTCP(client netip.Addr) bool {
+	a.mu.Lock()
+	reason := ""
+	switch {
+	case a.total >= a.limits.Connections:
+		reason = refusedConnections
+	case a.perClient[client] >= a.limits.ConnectionsPerClient:
+		reason = refusedPerClient
+	}
+	if reason != "" {
+		a.mu.Unlock()
+		a.refused.add(reason)
+		return false
+	}
+	a.total++
+	a.perClient[client]++
+	a.mu.Unlock()
+	return true
+}
+
+// releaseTCP gives back what admitTCP counted.
+func (a *admission) releaseTCP(client netip.Addr) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.total--
+	if a.perClient[client]--; a.perClient[client] <= 0 {
+		delete(a.perClient, client)
+	}
+}
+
 // serverConnContext is http3.Server.ConnContext, called once quic-go
 // hands the connection over (before its handshake completes, since the
 // listener takes 0.5-RTT connections): it learns the connection, and
@@ -288,10 +323,14 @@ func (b *resetBucket) take() bool {
 	return true
 }
 
-// clientIP is the IP address of a UDP peer, IPv4-mapped addresses unmapped
-// so that one client counts once.
+// clientIP is the IP address of a UDP or TCP peer, IPv4-mapped addresses
+// unmapped so that one client counts once.
 func clientIP(a net.Addr) netip.Addr {
-	if u, ok := a.(*net.UDPAddr); ok {
+	switch u := a.(type) {
+	case *net.UDPAddr:
+		ip, _ := netip.AddrFromSlice(u.IP)
+		return ip.Unmap()
+	case *net.TCPAddr:
 		ip, _ := netip.AddrFromSlice(u.IP)
 		return ip.Unmap()
 	}

@@ -33,6 +33,9 @@ type clientWriter struct {
 	// abandoned is set when the request's goroutine stops waiting for a
 	// stage that is stuck: what the stage writes after that goes nowhere.
 	abandoned atomic.Bool
+
+	// altSvc is the Alt-Svc field a response over TCP carries; "": none.
+	altSvc string
 }
 
 // errAbandoned is what a write to an abandoned request's writer returns.
@@ -51,14 +54,22 @@ func (w *clientWriter) Header() http.Header {
 	return w.ResponseWriter.Header()
 }
 
-// WriteHeader does nothing for an abandoned request.
+// WriteHeader does nothing for an abandoned request. Over TCP it sets
+// spooky's Alt-Svc, whatever the upstream said: the upstream's alternative
+// services are not spooky's.
 func (w *clientWriter) WriteHeader(status int) {
-	if !w.abandoned.Load() {
-		w.ResponseWriter.WriteHeader(status)
+	if w.abandoned.Load() {
+		return
 	}
+	if w.altSvc != "" {
+		w.ResponseWriter.Header().Set("Alt-Svc", w.altSvc)
+	}
+	w.ResponseWriter.WriteHeader(status)
 }
 
-// writeDeadliner is how quic-go's response writer bounds a write.
+// writeDeadliner is how quic-go's response writer bounds a write, and
+// net/http's, over HTTP/2 and HTTP/1.1 alike (what http.ResponseController
+// calls).
 type writeDeadliner interface{ SetWriteDeadline(time.Time) error }
 
 // bound sets the deadline for the next write or flush: the idle bound, or
@@ -118,19 +129,32 @@ func (w *clientWriter) FlushError() error {
 // wrap.
 func (w *clientWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
+// abortIncomplete ends a request that got no answer so that the client
+// cannot read the end of the handler as a whole (empty) answer: over
+// HTTP/3 its stream is reset with H3_REQUEST_INCOMPLETE; over TCP the
+// handler panics with http.ErrAbortHandler, which net/http turns into a
+// stream reset (HTTP/2) or the connection closed (HTTP/1.1).
+func abortIncomplete(w http.ResponseWriter) {
+	if !resetIncomplete(w) {
+		panic(http.ErrAbortHandler)
+	}
+}
+
 // resetIncomplete resets the request's stream both ways with
 // H3_REQUEST_INCOMPLETE (RFC 9114 §8.1): the request could not be served
 // because its own body did not arrive whole, and no response went out, so
-// the client must not read the end of the handler as a whole answer.
-func resetIncomplete(w http.ResponseWriter) {
+// the client must not read the end of the handler as a whole answer. It
+// reports whether w was an HTTP/3 stream it could reset.
+func resetIncomplete(w http.ResponseWriter) bool {
 	hs, ok := w.(http3.HTTPStreamer)
 	if !ok {
-		return
+		return false
 	}
 	str, err := hs.HTTPStream()
 	if err != nil {
-		return
+		return true // the stream is gone already
 	}
 	str.CancelRead(quic.StreamErrorCode(http3.ErrCodeRequestIncomplete))
 	str.CancelWrite(quic.StreamErrorCode(http3.ErrCodeRequestIncomplete))
+	return true
 }

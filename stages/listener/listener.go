@@ -1,8 +1,9 @@
 // Package listener owns spooky's client-facing edge: the UDP socket (bound
 // once, moved when listen.address changes), the QUIC transport, the HTTP/3
-// server and its TLS certificate. Each request becomes an envelope offered
-// to the router; the handler then waits until the pipeline has finished it,
-// and tells the Recorder (telemetry) how it went.
+// server, the HTTPS server over TCP beside it (tcp.go) and their TLS
+// certificate. Each request becomes an envelope offered to the router; the
+// handler then waits until the pipeline has finished it, and tells the
+// Recorder (telemetry) how it went.
 package listener
 
 import (
@@ -39,7 +40,7 @@ type Recorder interface {
 	Record(e *envelope.Envelope)
 }
 
-// Listener is the HTTP/3 edge stage.
+// Listener is the edge stage: HTTP/3, and HTTPS over TCP.
 type Listener struct {
 	router   *stages.Mailbox
 	recorder Recorder
@@ -70,6 +71,15 @@ type Listener struct {
 	srv       *http3.Server
 	serveErrs chan error
 	serving   sync.WaitGroup
+
+	// The TCP side (tcp.go), under mu.
+	tcpSock     *tcpSocket // nil: listen.tcp.enabled is false
+	tcpSettings tcpSettings
+	tcpSrv      *http.Server // serving tcpSock while Serve runs
+	tcpLn       net.Listener // what tcpSrv accepts on
+	tcpRetiring map[*http.Server]struct{}
+
+	altSvc atomic.Pointer[string] // the Alt-Svc of responses over TCP; "": none
 }
 
 // socket is one bound UDP address with its QUIC transport and listener.
@@ -83,7 +93,8 @@ type socket struct {
 // are served once Serve runs. The socket lives until Close, across restarts
 // of the stage and reloads that keep listen.address.
 func New(cfg *config.Config, router *stages.Mailbox, recorder Recorder, log *slog.Logger) (*Listener, error) {
-	l := &Listener{router: router, recorder: recorder, log: log, afterFunc: afterFunc, unfinishedGrace: defaultUnfinishedGrace}
+	l := &Listener{router: router, recorder: recorder, log: log, afterFunc: afterFunc, unfinishedGrace: defaultUnfinishedGrace,
+		tcpRetiring: make(map[*http.Server]struct{})}
 	if err := l.loadCertificate(cfg.Listen.TLS); err != nil {
 		return nil, err
 	}
@@ -98,9 +109,13 @@ func New(cfg *config.Config, router *stages.Mailbox, recorder Recorder, log *slo
 		},
 	})
 	var err error
-	l.sock, err = l.bind(cfg.Listen.Address)
+	if l.sock, l.tcpSock, err = l.bindBoth(cfg, nil); err != nil {
+		return nil, err
+	}
 	l.boundFor = cfg.Listen.Address
-	return l, err
+	l.tcpSettings = tcpSettingsOf(cfg)
+	l.setAltSvc(cfg.Listen.AltSvc, udpPort(l.sock))
+	return l, nil
 }
 
 func (l *Listener) bind(address string) (*socket, error) {
@@ -158,7 +173,8 @@ func (l *Listener) loadCertificate(t *config.TLS) error {
 // config brings a new certificate (for new handshakes; open connections go
 // on), admission wait and drain timeout, and, when listen.address changed,
 // a new socket: it is bound before the old one stops taking connections,
-// and the old one's connections are served on for the drain timeout.
+// and the old one's connections are served on for the drain timeout. The
+// TCP socket moves the same way with listen.tcp (applyTCP).
 func (l *Listener) SendControl(_ context.Context, c stages.Control) error {
 	rc, ok := c.(stages.Reconfigure)
 	if !ok {
@@ -169,16 +185,26 @@ func (l *Listener) SendControl(_ context.Context, c stages.Control) error {
 	// Binding is the step that can fail, so it comes first: a reload that
 	// names an address in use changes nothing at all.
 	var moved *socket
+	var movedTCP *tcpSocket
+	l.mu.Lock()
+	curTCP, quicPort := l.tcpSock, udpPort(l.sock)
+	l.mu.Unlock()
+	var err error
 	if cfg.Listen.Address != l.listenAddress() {
-		var err error
-		if moved, err = l.bind(cfg.Listen.Address); err != nil {
+		if moved, movedTCP, err = l.bindBoth(cfg, curTCP); err != nil {
 			return err
 		}
+		quicPort = udpPort(moved)
+	} else if movedTCP, err = bindTCPFor(cfg, quicPort, curTCP); err != nil {
+		return err
 	}
 	if cfg.Listen.TLS != nil || !certs.IsDev(l.cert.Load()) {
 		if err := l.loadCertificate(cfg.Listen.TLS); err != nil {
 			if moved != nil {
 				moved.close()
+			}
+			if movedTCP != nil {
+				movedTCP.close()
 			}
 			return err
 		}
@@ -190,6 +216,8 @@ func (l *Listener) SendControl(_ context.Context, c stages.Control) error {
 	if moved != nil {
 		l.move(moved, cfg.Listen.Address)
 	}
+	l.applyTCP(cfg, movedTCP)
+	l.setAltSvc(cfg.Listen.AltSvc, quicPort)
 	return nil
 }
 
@@ -251,12 +279,15 @@ func (l *Listener) Serve(ctx context.Context) error {
 		// handler sees it: this bounds that read, and the handler
 		// applies listen.limits.request_header_bytes itself (counting
 		// the refusal). Set when Serve starts.
-		MaxHeaderBytes: int(min(2*l.limits.Load().RequestHeaderBytes, 1<<30)),
+		MaxHeaderBytes: maxHeaderBytes(l.limits.Load().RequestHeaderBytes),
 	}
 	errs := make(chan error, 1)
 	l.mu.Lock()
 	l.srv, l.serveErrs = srv, errs
 	l.serveLocked(l.sock)
+	if l.tcpSock != nil {
+		l.startTCPLocked()
+	}
 	l.mu.Unlock()
 
 	var err error
@@ -266,8 +297,13 @@ func (l *Listener) Serve(ctx context.Context) error {
 	}
 	l.mu.Lock()
 	l.srv = nil
+	tcp := l.tcpSrv
+	l.tcpSrv, l.tcpLn = nil, nil
 	l.mu.Unlock()
 	srv.Close()
+	if tcp != nil {
+		tcp.Close()
+	}
 	l.serving.Wait()
 	return err
 }
@@ -291,15 +327,29 @@ func (l *Listener) serveLocked(s *socket) {
 // closes the connections that carry no request.
 const idleCloseDelay = 250 * time.Millisecond
 
-// Drain stops taking new requests (HTTP/3 GOAWAY) and waits until those in
-// flight have finished or ctx ends.
+// Drain stops taking new requests (HTTP/3 GOAWAY; over TCP, the socket
+// closed, HTTP/2 GOAWAY and idle keep-alive connections closed) and waits
+// until those in flight have finished or ctx ends.
 func (l *Listener) Drain(ctx context.Context) error {
 	l.mu.Lock()
-	srv := l.srv
+	srv, tcp, tcpSock := l.srv, l.tcpSrv, l.tcpSock
 	l.mu.Unlock()
 	if srv == nil {
 		return nil
 	}
+	tcpShut := make(chan error, 1)
+	if tcp != nil {
+		tcpSock.close()
+		go func() { tcpShut <- tcp.Shutdown(ctx) }()
+	} else {
+		tcpShut <- nil
+	}
+	err := l.drainQUIC(ctx, srv)
+	return errors.Join(err, <-tcpShut)
+}
+
+// drainQUIC is Drain's HTTP/3 half.
+func (l *Listener) drainQUIC(ctx context.Context, srv *http3.Server) error {
 	shut := make(chan error, 1)
 	go func() { shut <- srv.Shutdown(ctx) }()
 	// Shutdown has stopped new connections and is sending GOAWAY. Once
@@ -323,23 +373,45 @@ func (l *Listener) Close() error {
 		errs = append(errs, s.close())
 	}
 	l.retired = nil
+	if l.tcpSock != nil {
+		l.tcpSock.close()
+	}
+	for srv := range l.tcpRetiring {
+		srv.Close()
+	}
 	return errors.Join(errs...)
 }
 
-// Inspect shows the requests in flight: each one holds an http3 handler
-// goroutine. The listener has no mailbox and no workers of its own.
+// Inspect shows the requests in flight: each one holds a handler goroutine
+// of quic-go's or net/http's. The listener has no mailbox and no workers of its own.
 func (l *Listener) Inspect() stages.Info {
 	return stages.Info{InFlight: int(l.inFlight.Load()), Refused: l.refused.snapshot()}
 }
 
-// ServeHTTP turns one HTTP/3 request into an envelope, offers it to the
-// router and waits for the pipeline to finish it.
+// ServeHTTP turns one request, over HTTP/3 or over TCP, into an envelope,
+// offers it to the router and waits for the pipeline to finish it.
 func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	l.inFlight.Add(1)
 	defer l.inFlight.Add(-1)
 	defer serving(r.Context())()
 	e := envelope.Get()
 	cw := &clientWriter{ResponseWriter: w, e: e, idle: time.Duration(l.writeIdle.Load())}
+	if r.ProtoMajor == 1 {
+		// net/http's HTTP/1 server reads (and drops) up to 256 KiB of
+		// a request body it was not done with once the response
+		// starts, and ends the body there: an upstream that answers
+		// as the body arrives (an echo, a stream) would get it cut
+		// short. Full duplex relays both, as HTTP/2 and HTTP/3 do.
+		http.NewResponseController(w).EnableFullDuplex()
+	}
+	if r.ProtoMajor < 3 {
+		// Over TCP, every response says where HTTP/3 is; set here
+		// and again by WriteHeader, over an upstream's own.
+		if v := l.altSvc.Load(); v != nil && *v != "" {
+			cw.altSvc = *v
+			w.Header().Set("Alt-Svc", *v)
+		}
+	}
 	e.Ctx = r.Context()
 	e.Request = r
 	e.Writer = cw
@@ -360,7 +432,7 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// A stage still holds e: it is neither read nor
 			// released here, and what the stage writes goes nowhere.
 			cw.abandon()
-			resetIncomplete(w)
+			abortIncomplete(w)
 			return
 		}
 	}
@@ -380,14 +452,14 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	e.Release()
 	switch {
 	case aborted:
-		// quic-go resets the stream when a handler panics with this
-		// value, so the client sees an error rather than a clean,
-		// short body.
+		// quic-go and net/http reset the stream (over HTTP/1.1, close
+		// the connection) when a handler panics with this value, so
+		// the client sees an error rather than a clean, short body.
 		panic(http.ErrAbortHandler)
 	case incomplete:
 		// Nothing was answered: the client went away or its body
 		// failed. Returning would send an empty 200.
-		resetIncomplete(w)
+		abortIncomplete(w)
 	}
 }
 

@@ -49,7 +49,8 @@ func (r *recorder) Record(e *envelope.Envelope) {
 }
 
 // fakeRouter answers every envelope in mb with 200 and the address of the
-// socket the request came in on, until the test ends.
+// socket the request came in on, until the test ends; a request for
+// /nothing it finishes as a client gone away, with no answer at all.
 func fakeRouter(t *testing.T, mb *stages.Mailbox) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -64,6 +65,10 @@ func fakeRouter(t *testing.T, mb *stages.Mailbox) {
 				continue
 			}
 			e := msg.Data
+			if e.Request.URL.Path == "/nothing" {
+				e.Finish(envelope.StatusClientClosed, stages.ErrClientClosed)
+				continue
+			}
 			local, _ := e.Request.Context().Value(http.LocalAddrContextKey).(net.Addr)
 			e.Writer.WriteHeader(http.StatusOK)
 			e.ResponseStarted = true
