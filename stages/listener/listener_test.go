@@ -50,7 +50,8 @@ func (r *recorder) Record(e *envelope.Envelope) {
 
 // fakeRouter answers every envelope in mb with 200 and the address of the
 // socket the request came in on, until the test ends; a request for
-// /nothing it finishes as a client gone away, with no answer at all.
+// /nothing it finishes as a client gone away, with no answer at all, and
+// one for /endless with a body that goes on until a write fails.
 func fakeRouter(t *testing.T, mb *stages.Mailbox) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -65,8 +66,20 @@ func fakeRouter(t *testing.T, mb *stages.Mailbox) {
 				continue
 			}
 			e := msg.Data
-			if e.Request.URL.Path == "/nothing" {
+			switch e.Request.URL.Path {
+			case "/nothing":
 				e.Finish(envelope.StatusClientClosed, stages.ErrClientClosed)
+				continue
+			case "/endless":
+				// Writes until a write fails, as the relay does
+				// to a client that stopped reading.
+				e.ResponseStarted = true
+				chunk := make([]byte, 64<<10)
+				var err error
+				for err == nil {
+					_, err = e.Writer.Write(chunk)
+				}
+				e.Finish(http.StatusBadGateway, err)
 				continue
 			}
 			local, _ := e.Request.Context().Value(http.LocalAddrContextKey).(net.Addr)

@@ -15,8 +15,10 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"spooky/config"
@@ -296,6 +298,23 @@ type countedConn struct {
 	a        *admission
 	client   netip.Addr
 	released sync.Once
+	// stalled is set once a write timed out (listen.write_idle_timeout
+	// over HTTP/1.1): the TLS stream is broken then, and a later write
+	// fails at once. Without it, closing the connection would wait 5 s
+	// more, the deadline crypto/tls gives its close_notify alert, for a
+	// client that reads nothing.
+	stalled atomic.Bool
+}
+
+func (c *countedConn) Write(p []byte) (int, error) {
+	if c.stalled.Load() {
+		return 0, os.ErrDeadlineExceeded
+	}
+	n, err := c.Conn.Write(p)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		c.stalled.Store(true)
+	}
+	return n, err
 }
 
 func (c *countedConn) Close() error {

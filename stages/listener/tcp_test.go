@@ -395,3 +395,33 @@ func TestDrainFinishesTCPRequestsInFlight(t *testing.T) {
 		t.Errorf("Drain: %v", err)
 	}
 }
+
+// TestWriteIdleTimeoutOverTCP: a client over TCP that stops reading is cut
+// off after listen.write_idle_timeout, as over HTTP/3, and its handler
+// ends at once.
+func TestWriteIdleTimeoutOverTCP(t *testing.T) {
+	cfg := tcpConfig("127.0.0.1:0")
+	cfg.Listen.WriteIdleTimeout = 200 * time.Millisecond
+	l, _, _ := start(t, cfg)
+	for _, p := range tcpProtocols {
+		t.Run(p.name, func(t *testing.T) {
+			resp, err := tcpClient(t, p.h2).Get("https://" + l.TCPAddr().String() + "/endless")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			// Nothing of the body is read: the handler's writes
+			// block once the windows and buffers are full.
+			t0 := time.Now()
+			testkit.WaitFor(t, "the stalled response to be cut off", func() bool { return l.Inspect().InFlight == 0 })
+			// Not write_idle_timeout + 5 s, the deadline crypto/tls
+			// gives the close_notify of a connection closed.
+			if d := time.Since(t0); d > 3*time.Second {
+				t.Errorf("cut off after %v, with a write idle timeout of 200ms", d)
+			}
+			if _, err := io.Copy(io.Discard, resp.Body); err == nil {
+				t.Error("the body of a response cut off ended cleanly")
+			}
+		})
+	}
+}
