@@ -49,7 +49,8 @@ type Config struct {
 
 // Listen is the client-facing side.
 type Listen struct {
-	// Address is listen.address, the UDP host:port for HTTP/3.
+	// Address is listen.address, the UDP host:port for HTTP/3 (and, unless
+	// TCP.Address says otherwise, the TCP one for HTTPS).
 	Address string
 	// TLS is listen.tls, the certificate and key files. Nil means dev
 	// mode: a self-signed certificate for localhost is made in memory.

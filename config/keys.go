@@ -34,7 +34,7 @@ type key struct {
 // keys declared under it here, and a test holds README.md's table to it.
 var keys = []key{
 	{path: "listen.address", def: "127.0.0.1:8443",
-		doc: "UDP host:port for HTTP/3"},
+		doc: "UDP host:port for HTTP/3; by default HTTPS over TCP listens on it too (`listen.tcp`)"},
 	{path: "listen.tls.cert", unset: "unset: dev certificate",
 		doc: "PEM certificate chain; without `listen.tls` spooky makes a self-signed certificate for localhost in memory"},
 	{path: "listen.tls.key", unset: "unset: dev certificate",
