@@ -6,9 +6,27 @@ import (
 	"strings"
 )
 
-// Via is the pseudonym spooky adds to Via (RFC 9110 §7.6.3); the received
-// protocol is HTTP/3, written "3".
-const Via = "3 spooky"
+// The elements spooky adds to Via (RFC 9110 §7.6.3): the protocol the
+// request was received in, and spooky's pseudonym.
+const (
+	ViaHTTP3  = "3 spooky"
+	ViaHTTP2  = "2 spooky"
+	ViaHTTP11 = "1.1 spooky"
+	ViaHTTP10 = "1.0 spooky"
+)
+
+// ViaFor is the Via element for a request received as r.
+func ViaFor(r *http.Request) string {
+	switch {
+	case r.ProtoMajor == 3:
+		return ViaHTTP3
+	case r.ProtoMajor == 2:
+		return ViaHTTP2
+	case r.ProtoMinor == 0:
+		return ViaHTTP10
+	}
+	return ViaHTTP11
+}
 
 // ToUpstream prepares request headers for the upstream hop: it strips
 // connection-specific fields and records this hop. clientAddr is the
@@ -26,8 +44,8 @@ const Via = "3 spooky"
 // becomes the client's address alone and the fields in claims are removed.
 //
 // Either way X-Forwarded-Proto is https unless a trusted proxy set it, and
-// "3 spooky" is appended to Via.
-func ToUpstream(h http.Header, clientAddr string, trusted []netip.Prefix) {
+// via (ViaFor the request) is appended to Via.
+func ToUpstream(h http.Header, clientAddr string, trusted []netip.Prefix, via string) {
 	StripHopByHop(h)
 	ip, text := clientIP(clientAddr)
 	if isTrusted(ip, trusted) {
@@ -50,9 +68,9 @@ func ToUpstream(h http.Header, clientAddr string, trusted []netip.Prefix) {
 		h["X-Forwarded-Proto"] = forwardedProto
 	}
 	if prior := h["Via"]; len(prior) > 0 {
-		h["Via"] = appendElement(prior, Via)
+		h["Via"] = appendElement(prior, via)
 	} else {
-		h["Via"] = viaOnly
+		h["Via"] = viaOnly(via)
 	}
 }
 
@@ -76,8 +94,23 @@ var claims = []string{
 // nothing downstream writes to a header value slice.
 var (
 	forwardedProto = []string{"https"}
-	viaOnly        = []string{Via}
+	viaOnlyHTTP3   = []string{ViaHTTP3}
+	viaOnlyHTTP2   = []string{ViaHTTP2}
+	viaOnlyHTTP11  = []string{ViaHTTP11}
 )
+
+// viaOnly is Via holding via alone.
+func viaOnly(via string) []string {
+	switch via {
+	case ViaHTTP3:
+		return viaOnlyHTTP3
+	case ViaHTTP2:
+		return viaOnlyHTTP2
+	case ViaHTTP11:
+		return viaOnlyHTTP11
+	}
+	return []string{via}
+}
 
 // appendElement appends the element that the parts make to the
 // comma-separated list that the field lines prior make together, as one

@@ -200,7 +200,7 @@ func TestToUpstream(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			headers.ToUpstream(tc.in, tc.client, tc.trusted)
+			headers.ToUpstream(tc.in, tc.client, tc.trusted, headers.ViaHTTP3)
 			if !reflect.DeepEqual(tc.in, tc.want) {
 				t.Fatalf("got  %v\nwant %v", tc.in, tc.want)
 			}
@@ -214,7 +214,7 @@ func TestToUpstream(t *testing.T) {
 func TestToUpstreamAllocs(t *testing.T) {
 	h := http.Header{"Accept": {"*/*"}, "User-Agent": {"test"}, "Te": {"trailers"}}
 	allocs := testing.AllocsPerRun(100, func() {
-		headers.ToUpstream(h, "192.0.2.1:5000", proxies)
+		headers.ToUpstream(h, "192.0.2.1:5000", proxies, headers.ViaHTTP3)
 		delete(h, "X-Forwarded-For")
 		delete(h, "Via")
 	})
@@ -250,7 +250,7 @@ func FuzzToUpstream(f *testing.F) {
 		addLines("X-Real-Ip", host)
 		before := h.Clone()
 
-		headers.ToUpstream(h, client, proxies)
+		headers.ToUpstream(h, client, proxies, headers.ViaHTTP3)
 
 		got := h["X-Forwarded-For"]
 		if len(got) != 1 {
@@ -295,7 +295,7 @@ func BenchmarkToUpstream(b *testing.B) {
 	h := http.Header{"Accept": {"*/*"}, "User-Agent": {"bench"}, "Te": {"trailers"}}
 	b.ReportAllocs()
 	for b.Loop() {
-		headers.ToUpstream(h, "192.0.2.1:5000", proxies)
+		headers.ToUpstream(h, "192.0.2.1:5000", proxies, headers.ViaHTTP3)
 		delete(h, "X-Forwarded-For")
 		delete(h, "Via")
 	}
@@ -309,7 +309,7 @@ func BenchmarkToUpstreamTrusted(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		h["X-Forwarded-For"], h["Forwarded"] = xff, fwd
-		headers.ToUpstream(h, "10.0.0.1:5000", proxies)
+		headers.ToUpstream(h, "10.0.0.1:5000", proxies, headers.ViaHTTP3)
 		delete(h, "Via")
 	}
 }
@@ -337,5 +337,19 @@ func TestClientIP(t *testing.T) {
 	fwd := []string{"198.51.100.7, 203.0.113.9, 10.0.0.2"}
 	if n := testing.AllocsPerRun(100, func() { headers.ClientIP(fwd, "10.0.0.2:5000", trusted) }); n != 0 {
 		t.Errorf("%v allocations", n)
+	}
+}
+
+func TestViaNamesTheProtocolReceived(t *testing.T) {
+	for _, tc := range []struct {
+		major, minor int
+		want         string
+	}{{3, 0, "3 spooky"}, {2, 0, "2 spooky"}, {1, 1, "1.1 spooky"}, {1, 0, "1.0 spooky"}} {
+		r := &http.Request{ProtoMajor: tc.major, ProtoMinor: tc.minor}
+		h := http.Header{"Via": {"1.1 edge"}}
+		headers.ToUpstream(h, "192.0.2.1:5000", nil, headers.ViaFor(r))
+		if got := h.Get("Via"); got != "1.1 edge, "+tc.want {
+			t.Errorf("HTTP/%d.%d: Via %q, want %q", tc.major, tc.minor, got, "1.1 edge, "+tc.want)
+		}
 	}
 }

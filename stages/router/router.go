@@ -72,7 +72,7 @@ func (r *Router) Handle(e *envelope.Envelope) {
 	}
 	e.Route = &cfg.Routes[i]
 	e.SetDeadline(e.Arrived.Add(e.Route.Timeout))
-	headers.ToUpstream(req.Header, e.ClientAddr, cfg.TrustedProxies)
+	headers.ToUpstream(req.Header, e.ClientAddr, cfg.TrustedProxies, headers.ViaFor(req))
 	stages.HandOn(r.balancer, e)
 }
 

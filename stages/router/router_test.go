@@ -74,7 +74,7 @@ func TestHandle(t *testing.T) {
 	if err != nil || msg.Data != e {
 		t.Fatalf("balancer got %+v, %v", msg, err)
 	}
-	if e.Route.Name != "api" || e.Request.Header.Get("Via") != headers.Via {
+	if e.Route.Name != "api" || e.Request.Header.Get("Via") != headers.ViaFor(e.Request) {
 		t.Fatalf("route %+v headers %v", e.Route, e.Request.Header)
 	}
 	if dl, ok := e.Ctx.Deadline(); !ok || dl.Sub(e.Arrived) != time.Second {
