@@ -2,12 +2,15 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"io"
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,8 +18,10 @@ import (
 	"github.com/quic-go/quic-go/http3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -152,4 +157,55 @@ func isStreamReset(err error) bool {
 	var streamErr *quic.StreamError
 	var h3Err *http3.Error
 	return errors.As(err, &streamErr) || errors.As(err, &h3Err)
+}
+
+// TestGRPCThroughSpookyOverTCP: grpc-go's own client, over spooky's TCP
+// listener (HTTP/2 over TLS), calls grpc-go's server behind spooky: unary,
+// server streaming, and a deadline that ends the call at the server.
+func TestGRPCThroughSpookyOverTCP(t *testing.T) {
+	addr, hs := startGRPC(t)
+	hs.SetServingStatus("app", healthpb.HealthCheckResponse_SERVING)
+	url, _ := startSpooky(t, spookyConfig(allRoute, map[string][]string{"app": {addr}}))
+	cc, err := grpc.NewClient(strings.TrimPrefix(url, "https://"),
+		grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{InsecureSkipVerify: true})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	client := healthpb.NewHealthClient(cc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	got, err := client.Check(ctx, &healthpb.HealthCheckRequest{Service: "app"})
+	if err != nil || got.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("Check: %v, %v", got, err)
+	}
+	if _, err := client.Check(ctx, &healthpb.HealthCheckRequest{Service: "unknown"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("Check of an unknown service: %v; want NotFound", err)
+	}
+
+	watch, err := client.Watch(ctx, &healthpb.HealthCheckRequest{Service: "app"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := watch.Recv(); err != nil || m.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("Watch, first message: %v, %v", m, err)
+	}
+	hs.SetServingStatus("app", healthpb.HealthCheckResponse_NOT_SERVING)
+	if m, err := watch.Recv(); err != nil || m.Status != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("Watch, after the change: %v, %v", m, err)
+	}
+
+	short, stop := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer stop()
+	watch, err = client.Watch(short, &healthpb.HealthCheckRequest{Service: "app"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for err == nil {
+		_, err = watch.Recv()
+	}
+	if c := status.Code(err); c != codes.DeadlineExceeded && c != codes.Canceled {
+		t.Fatalf("Watch past its deadline ended with %v; want DeadlineExceeded or Canceled", err)
+	}
 }

@@ -212,7 +212,10 @@ func (s *stream) onResponseHeadLocked(f *http2.MetaHeadersFrame) error {
 		ContentLength: s.declared,
 		Body:          &s.body,
 	}
-	if s.noBody {
+	if s.noBody || f.StreamEnded() {
+		// A response that ended with its header has no body: its length
+		// is known, 0, so that a proxy passes it on as one header too
+		// (gRPC's Trailers-Only answers rely on that).
 		s.resp.ContentLength = max(s.declared, 0)
 	}
 	if f.StreamEnded() {
