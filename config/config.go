@@ -119,10 +119,14 @@ type ClientLimits struct {
 
 // QUIC is listen.quic.
 type QUIC struct {
-	Allow0RTT     bool // listen.quic.allow_0rtt
-	MaxStreams    int  // listen.quic.max_streams
-	MaxHandshakes int  // listen.quic.max_handshakes
-	RetryAbove    int  // listen.quic.retry_above; 0: always Retry
+	IdleTimeout         time.Duration // listen.quic.idle_timeout
+	KeepAlive           time.Duration // listen.quic.keep_alive; 0: none
+	MaxStreamWindow     int64         // listen.quic.max_stream_window
+	MaxConnectionWindow int64         // listen.quic.max_connection_window
+	Allow0RTT           bool          // listen.quic.allow_0rtt
+	MaxStreams          int           // listen.quic.max_streams
+	MaxHandshakes       int           // listen.quic.max_handshakes
+	RetryAbove          int           // listen.quic.retry_above; 0: always Retry
 }
 
 // TLS names a PEM certificate chain and its private key.

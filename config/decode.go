@@ -233,6 +233,15 @@ func (d *decoder) duration(n node, name string) time.Duration {
 	})
 }
 
+// durationOrZero reads a Go duration of 0 or more; 0 is a key's "off".
+func (d *decoder) durationOrZero(n node, name string) time.Duration {
+	return read(d, n, name, "a duration such as 0s, 500ms or 30s", func(v any) (time.Duration, bool) {
+		s, _ := v.(string)
+		dur, err := time.ParseDuration(s)
+		return dur, err == nil && dur >= 0
+	})
+}
+
 // hostPort reads a host:port; the host may be left out (":8443") for every
 // interface.
 func (d *decoder) hostPort(n node, name string) string {

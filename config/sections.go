@@ -55,10 +55,20 @@ func (d *decoder) listen(n node) Listen {
 	}
 	qn := d.child(n, "quic")
 	l.QUIC = QUIC{
-		Allow0RTT:     d.boolean(qn, "allow_0rtt"),
-		MaxStreams:    d.integer(qn, "max_streams", 1),
-		MaxHandshakes: d.integer(qn, "max_handshakes", 1),
-		RetryAbove:    d.integer(qn, "retry_above", 0),
+		IdleTimeout:         d.duration(qn, "idle_timeout"),
+		KeepAlive:           d.durationOrZero(qn, "keep_alive"),
+		MaxStreamWindow:     d.size(qn, "max_stream_window"),
+		MaxConnectionWindow: d.size(qn, "max_connection_window"),
+		Allow0RTT:           d.boolean(qn, "allow_0rtt"),
+		MaxStreams:          d.integer(qn, "max_streams", 1),
+		MaxHandshakes:       d.integer(qn, "max_handshakes", 1),
+		RetryAbove:          d.integer(qn, "retry_above", 0),
+	}
+	switch q := l.QUIC; {
+	case q.MaxStreamWindow < 64<<10:
+		d.fail("listen.quic.max_stream_window", q.MaxStreamWindow, "at least 64KiB")
+	case q.MaxConnectionWindow < q.MaxStreamWindow:
+		d.fail("listen.quic.max_connection_window", q.MaxConnectionWindow, "at least listen.quic.max_stream_window")
 	}
 	tcp := d.child(n, "tcp")
 	l.TCP = TCP{

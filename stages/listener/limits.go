@@ -4,7 +4,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"time"
 
 	"github.com/quic-go/quic-go"
 
@@ -26,18 +25,32 @@ func (l *Listener) applyLimits(cfg *config.Config) {
 	limits := cfg.Listen.Limits
 	l.limits.Store(&limits)
 	l.writeIdle.Store(int64(cfg.Listen.WriteIdleTimeout))
-	l.maxStreams.Store(int64(cfg.Listen.QUIC.MaxStreams))
-	l.allow0RTT.Store(cfg.Listen.QUIC.Allow0RTT)
+	l.quicConf.Store(quicConfigOf(cfg.Listen.QUIC))
 }
 
-// quicConfig is quic.Config.GetConfigForClient: each new connection gets
-// the stream limit in force when it arrives.
-func (l *Listener) quicConfig(*quic.ClientInfo) (*quic.Config, error) {
+// quicConfigOf is the QUIC configuration listen.quic asks for.
+func quicConfigOf(q config.QUIC) *quic.Config {
 	return &quic.Config{
-		Allow0RTT:          l.allow0RTT.Load(),
-		MaxIdleTimeout:     60 * time.Second,
-		MaxIncomingStreams: l.maxStreams.Load(),
-	}, nil
+		Allow0RTT:                      q.Allow0RTT,
+		MaxIdleTimeout:                 q.IdleTimeout,
+		KeepAlivePeriod:                q.KeepAlive,
+		MaxIncomingStreams:             int64(q.MaxStreams),
+		InitialStreamReceiveWindow:     uint64(min(q.MaxStreamWindow, quicInitialWindow)),
+		MaxStreamReceiveWindow:         uint64(q.MaxStreamWindow),
+		InitialConnectionReceiveWindow: uint64(min(q.MaxConnectionWindow, 3*quicInitialWindow/2)),
+		MaxConnectionReceiveWindow:     uint64(q.MaxConnectionWindow),
+	}
+}
+
+// quicInitialWindow is quic-go's own initial stream window, which flow
+// control auto-tunes up from.
+const quicInitialWindow = 512 << 10
+
+// quicConfig is quic.Config.GetConfigForClient: each new connection gets
+// the QUIC settings in force when it arrives. quic-go copies what it is
+// given, so the one value serves every connection.
+func (l *Listener) quicConfig(*quic.ClientInfo) (*quic.Config, error) {
+	return l.quicConf.Load(), nil
 }
 
 // ErrTooEarly refuses a request that arrived in early data and is not safe

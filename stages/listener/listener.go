@@ -53,8 +53,8 @@ type Listener struct {
 	writeIdle     atomic.Int64 // time.Duration: listen.write_idle_timeout
 	inFlight      atomic.Int64
 	limits        atomic.Pointer[config.ClientLimits]
-	maxStreams    atomic.Int64 // listen.quic.max_streams, for new connections
-	allow0RTT     atomic.Bool  // listen.quic.allow_0rtt, for new connections
+	quicConf      atomic.Pointer[quic.Config] // listen.quic, for new connections
+	udpWarned     sync.Once                   // the warning about small UDP buffers, once
 	conns         *admission
 	refused       refusals
 
@@ -132,17 +132,18 @@ func (l *Listener) bind(address string) (*socket, error) {
 		ConnContext:         l.conns.connContext,
 		VerifySourceAddress: l.conns.verifySourceAddress,
 	}
+	quietQUICGoBufferWarning()
 	// Early data is allowed here so that quicConfig can allow it per
 	// connection, as listen.quic.allow_0rtt says when the connection comes.
 	s.ln, err = s.transport.ListenEarly(l.tls, &quic.Config{
 		Allow0RTT:          true,
-		MaxIdleTimeout:     60 * time.Second,
 		GetConfigForClient: l.quicConfig,
 	})
 	if err != nil {
 		s.conn.Close()
 		return nil, fmt.Errorf("listener: %w", err)
 	}
+	l.checkUDPBuffers(s.conn)
 	return s, nil
 }
 
