@@ -243,16 +243,6 @@ func (a *admission) closeIdle() {
 	}
 }
 
-// serving counts a request on the connection of ctx while it is served.
-func serving(ctx context.Context) (done func()) {
-	c, ok := ctx.Value(connKey{}).(*conn)
-	if !ok {
-		return func() {}
-	}
-	c.active.Add(1)
-	return func() { c.active.Add(-1) }
-}
-
 // verifySourceAddress is quic.Transport.VerifySourceAddress: it asks for a
 // Retry once new connections come faster than quic.retry_above a second.
 func (a *admission) verifySourceAddress(net.Addr) bool {
@@ -280,9 +270,8 @@ func (a *admission) verifySourceAddress(net.Addr) bool {
 // and closes the connection with H3_EXCESSIVE_LOAD once that happens
 // faster than listen.limits.resets_per_second (rapid reset, CVE-2023-44487
 // in HTTP/2 terms). It reports whether it closed the connection.
-func earlyReset(ctx context.Context, refused *refusals) bool {
-	c, ok := ctx.Value(connKey{}).(*conn)
-	if !ok || c.resets.take() {
+func (c *conn) earlyReset(refused *refusals) bool {
+	if c.resets.take() {
 		return false
 	}
 	qc := c.quic.Load()

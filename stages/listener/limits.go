@@ -63,10 +63,9 @@ var ErrTooEarly = errors.New("request sent in early data; repeat it once the han
 // marked Early-Data: 1 for the upstream (which may answer 425 itself), and
 // anything else gets 425 Too Early. A replayed flight never completes its
 // handshake, so its requests are always seen as early.
-func checkEarlyData(r *http.Request) (int, error) {
-	c, ok := r.Context().Value(connKey{}).(*conn)
-	if !ok {
-		return 0, nil
+func checkEarlyData(r *http.Request, c *conn) (int, error) {
+	if c == nil {
+		return 0, nil // over TCP: Go's TLS server takes no early data
 	}
 	qc := c.quic.Load()
 	if qc == nil {

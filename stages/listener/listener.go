@@ -394,7 +394,12 @@ func (l *Listener) Inspect() stages.Info {
 func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	l.inFlight.Add(1)
 	defer l.inFlight.Add(-1)
-	defer serving(r.Context())()
+	// The QUIC connection's share of the limits; nil over TCP.
+	c, _ := r.Context().Value(connKey{}).(*conn)
+	if c != nil {
+		c.active.Add(1)
+		defer c.active.Add(-1)
+	}
 	e := envelope.Get()
 	cw := &clientWriter{ResponseWriter: w, e: e, idle: time.Duration(l.writeIdle.Load())}
 	if r.ProtoMajor == 1 {
@@ -421,7 +426,7 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	if status, err := l.checkHeader(r, l.limits.Load()); err != nil {
 		e.Finish(status, err)
-	} else if status, err := checkEarlyData(r); err != nil {
+	} else if status, err := checkEarlyData(r, c); err != nil {
 		e.Finish(status, err)
 	} else if !l.admit(e) {
 		e.Finish(http.StatusServiceUnavailable, ErrOverloaded)
@@ -442,7 +447,7 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	l.relay(e)
 	l.recorder.Record(e)
 	aborted, incomplete := e.Aborted, e.Status == envelope.StatusClientClosed && !e.ResponseStarted
-	if incomplete && r.Context().Err() != nil && earlyReset(r.Context(), &l.refused) {
+	if incomplete && r.Context().Err() != nil && c != nil && c.earlyReset(&l.refused) {
 		// The client reset this stream before its answer, and too many
 		// like it: the connection is closed, this stream with it.
 		incomplete = false
