@@ -27,6 +27,27 @@ func ServeH2C(ln net.Listener, h http.Handler) *http.Server {
 	return srv
 }
 
+// ServeH2 serves h over HTTP/2 over TLS with cert (certs.Dev will do) on
+// ln until the returned server is closed: the no-proxy reference for a
+// client that speaks HTTP/2, as ServeH3 is for one that speaks HTTP/3.
+// Closing the server closes ln. Only HTTP/2 is served, so a client that
+// falls back to HTTP/1.1 fails instead of benchmarking the wrong protocol.
+func ServeH2(ln net.Listener, h http.Handler, cert tls.Certificate) *http.Server {
+	var protocols http.Protocols
+	protocols.SetHTTP2(true)
+	srv := &http.Server{
+		Handler:   h,
+		Protocols: &protocols,
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}},
+	}
+	go func() {
+		if err := srv.ServeTLS(ln, "", ""); !errors.Is(err, http.ErrServerClosed) {
+			slog.Error("backend: HTTP/2 over TLS server stopped", "addr", ln.Addr().String(), "err", err)
+		}
+	}()
+	return srv
+}
+
 // ServeH3 serves h over HTTP/3 on pc with cert (certs.Dev
 // will do) until the returned server is closed. It is the no-proxy
 // reference a benchmark compares spooky against. Closing the server leaves

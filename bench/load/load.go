@@ -1,6 +1,6 @@
-// Package load owns closed-loop HTTP/3 load generation for spooky's
-// benchmarks: it opens a fixed number of QUIC connections, keeps a fixed
-// number of requests in flight on each, and reduces what came back to the
+// Package load owns closed-loop load generation for spooky's benchmarks,
+// over HTTP/3 or HTTP/2 over TLS: it opens a fixed number of QUIC or TCP
+// connections, keeps a fixed number of requests in flight on each, and reduces what came back to the
 // figures a benchmark reports (throughput, latency percentiles, errors, and
 // which upstreams answered).
 package load
@@ -32,8 +32,11 @@ type Options struct {
 	// BodySize is the number of bytes each request sends as its body; zero
 	// sends none.
 	BodySize int
-	// Connections is the number of QUIC connections, each with its own
-	// UDP socket and each a [Conn]; default 4.
+	// Protocol is [ProtocolH3] (the default when empty) or [ProtocolH2].
+	Protocol string
+	// Connections is the number of connections: QUIC connections, each
+	// with its own UDP socket and each a [Conn], or TCP connections, each
+	// an [H2Conn]; default 4.
 	Connections int
 	// Streams is the number of requests kept in flight on each connection;
 	// default 16.
@@ -47,7 +50,8 @@ type Options struct {
 	// against the system roots.
 	TLSConfig *tls.Config
 	// Stall makes every request read its response head and then nothing,
-	// until the run ends, on streams whose receive window is 64 KiB, so
+	// until the run ends, on streams whose receive window is 64 KiB (over
+	// HTTP/2, the buffer net/http keeps for each stream), so
 	// that the sender stalls at once: a slow-reader attack, for measuring
 	// what stalled streams cost the server. Nothing is counted as answered.
 	Stall bool
@@ -134,15 +138,12 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 	measureFrom := time.Now().Add(opts.Warmup)
 	measureUntil := measureFrom.Add(opts.Duration)
 
-	conns := make([]*Conn, opts.Connections)
+	conns := make([]roundTripCloser, opts.Connections)
 	streams := make([]*stream, 0, opts.Connections*opts.Streams)
 	latencyCap := latencyCapacity(opts.Connections * opts.Streams)
 	var wg sync.WaitGroup
 	for i := range conns {
-		conns[i] = NewConn(target.Host, opts.TLSConfig)
-		if opts.Stall {
-			conns[i].quicConf = stallingQUIC
-		}
+		conns[i] = newConnection(opts, target)
 		for range opts.Streams {
 			s := &stream{
 				conn:         conns[i],
@@ -204,6 +205,13 @@ func (opts Options) withDefaults() (Options, *url.URL, error) {
 	if opts.Warmup < 0 || opts.BodySize < 0 || opts.Connections < 0 || opts.Streams < 0 {
 		return opts, nil, errors.New("load: Warmup, BodySize, Connections and Streams must not be negative")
 	}
+	switch opts.Protocol {
+	case "":
+		opts.Protocol = ProtocolH3
+	case ProtocolH3, ProtocolH2:
+	default:
+		return opts, nil, fmt.Errorf("load: Protocol %q: want %q or %q", opts.Protocol, ProtocolH3, ProtocolH2)
+	}
 	if opts.Method == "" {
 		opts.Method = http.MethodGet
 	}
@@ -234,7 +242,7 @@ func waitUntil(ctx context.Context, t time.Time) bool {
 // stream is one closed loop: it sends a request, waits for the whole
 // response, and sends the next. Its stats are its own until run returns.
 type stream struct {
-	conn         *Conn
+	conn         http.RoundTripper
 	opts         *Options
 	target       *url.URL
 	body         []byte

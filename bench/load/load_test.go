@@ -145,6 +145,7 @@ func TestOptionsValidation(t *testing.T) {
 		{"http URL", Options{URL: "http://127.0.0.1:1/", Duration: time.Second}, "want https"},
 		{"no host", Options{URL: "https:///x", Duration: time.Second}, "want https"},
 		{"negative streams", Options{URL: "https://127.0.0.1:1/", Duration: time.Second, Streams: -1}, "negative"},
+		{"unknown protocol", Options{URL: "https://127.0.0.1:1/", Duration: time.Second, Protocol: "h1"}, "Protocol"},
 		{"missing process", Options{URL: "https://127.0.0.1:1/", Duration: time.Second, PIDs: []int{-5}}, "process -5"},
 	}
 	for _, tt := range tests {
@@ -162,8 +163,8 @@ func TestWithDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if opts.Method != "GET" || opts.Connections != DefaultConnections || opts.Streams != DefaultStreams {
-		t.Errorf("defaults = %s, %d connections, %d streams", opts.Method, opts.Connections, opts.Streams)
+	if opts.Method != "GET" || opts.Connections != DefaultConnections || opts.Streams != DefaultStreams || opts.Protocol != ProtocolH3 {
+		t.Errorf("defaults = %s, %d connections, %d streams, protocol %q", opts.Method, opts.Connections, opts.Streams, opts.Protocol)
 	}
 }
 

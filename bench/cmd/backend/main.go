@@ -2,12 +2,14 @@
 // the upstreams a demo or benchmark puts behind spooky: one cleartext
 // HTTP/2 server per -listen address, each answering as its own address so
 // round robin is visible in X-Backend, and optionally the same routes over
-// HTTP/3 with -h3 as the no-proxy reference to compare spooky against.
+// HTTP/3 with -h3 as the no-proxy reference to compare spooky against, and
+// over HTTP/2 over TLS with -https as the reference for spooky's TCP
+// listener.
 // Every server also answers /inflight with the requests the process is
 // serving at once and the most since the last /inflight?reset=1, counted
 // over all of them (backend.InFlight).
 //
-//	backend -listen 127.0.0.1:9001,127.0.0.1:9002 -h3 127.0.0.1:9443
+//	backend -listen 127.0.0.1:9001,127.0.0.1:9002 -h3 127.0.0.1:9443 -https 127.0.0.1:9444
 package main
 
 import (
@@ -21,6 +23,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -37,14 +40,16 @@ func main() {
 		"comma-separated TCP addresses to serve h2c (prior-knowledge HTTP/2) on; each answers as its address")
 	h3 := flag.String("h3", "",
 		"UDP address to also serve HTTP/3 on, with a self-signed certificate for localhost, 127.0.0.1 and ::1 (default: no HTTP/3)")
+	https := flag.String("https", "",
+		"TCP address to also serve HTTP/2 over TLS on (HTTP/2 only), with the same certificate as -h3 (default: none)")
 	flag.Parse()
-	if err := run(*listen, *h3); err != nil {
+	if err := run(*listen, *h3, *https); err != nil {
 		slog.Error("backend stopped", "err", err)
 		os.Exit(1)
 	}
 }
 
-// server is what run needs of an h2c or HTTP/3 server to stop it.
+// server is what run needs of an h2c, HTTP/2 or HTTP/3 server to stop it.
 type server interface {
 	Shutdown(context.Context) error
 	Close() error
@@ -57,7 +62,7 @@ type running struct {
 }
 
 // run serves until SIGINT or SIGTERM, then shuts every server down.
-func run(listen, h3Addr string) (err error) {
+func run(listen, h3Addr, httpsAddr string) (err error) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -79,6 +84,8 @@ func run(listen, h3Addr string) (err error) {
 		}
 	}()
 
+	// One self-signed certificate for HTTP/3 and HTTPS alike.
+	devCert := sync.OnceValues(certs.Dev)
 	for addr := range strings.SplitSeq(listen, ",") {
 		ln, err := net.Listen("tcp", strings.TrimSpace(addr))
 		if err != nil {
@@ -95,12 +102,26 @@ func run(listen, h3Addr string) (err error) {
 		}
 		sockets = append(sockets, pc)
 		name := pc.LocalAddr().String()
-		cert, err := certs.Dev()
+		cert, err := devCert()
 		if err != nil {
 			return fmt.Errorf("HTTP/3 on %s: %w", name, err)
 		}
 		servers = append(servers, running{name, backend.ServeH3(pc, inFlight.Wrap(backend.Handler(name)), cert)})
 		slog.Info("serving HTTP/3", "addr", name)
+	}
+	if httpsAddr != "" {
+		ln, err := net.Listen("tcp", httpsAddr)
+		if err != nil {
+			return err
+		}
+		name := ln.Addr().String()
+		cert, err := devCert()
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("HTTPS on %s: %w", name, err)
+		}
+		servers = append(servers, running{name, backend.ServeH2(ln, inFlight.Wrap(backend.Handler(name)), cert)})
+		slog.Info("serving HTTP/2 over TLS", "addr", name)
 	}
 
 	<-ctx.Done()

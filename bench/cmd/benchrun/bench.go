@@ -25,18 +25,23 @@ type bench struct {
 	starts int // proxies started so far, to name their files
 
 	backend *child
-	h2c, h3 string // the backend's h2c and HTTP/3 addresses
+	// h2c, h3 and https are the backend's h2c, HTTP/3 and HTTP/2 over TLS
+	// addresses.
+	h2c, h3, https string
 	// directURL is the base URL of the backend's own HTTP/3 server, and
-	// counts a connection to it to read its count of requests in flight.
-	directURL string
-	counts    *load.Conn
+	// counts a connection to it to read its count of requests in flight;
+	// directTCPURL is that of its HTTP/2 over TLS server.
+	directURL, directTCPURL string
+	counts                  *load.Conn
 
 	// spooky is nil until a run needs it; spookyPool is its pool size and
 	// spookyMemory whether a memory run has used it.
-	spooky        *child
-	spookyPool    int
-	spookyMemory  bool
-	listen, admin string // spooky's HTTP/3 and admin addresses
+	spooky       *child
+	spookyPool   int
+	spookyMemory bool
+	// listen is spooky's address for HTTP/3 (UDP) and HTTPS (TCP) alike,
+	// admin its admin server's.
+	listen, admin string
 	viaURL        string
 
 	// caddyBin is empty when Caddy does not run.
@@ -60,12 +65,12 @@ func startBench(ctx context.Context, opts options, caddyBin string, out io.Write
 	for _, p := range []struct {
 		addr    *string
 		network string
-	}{{&b.h2c, "tcp"}, {&b.h3, "udp"}} {
+	}{{&b.h2c, "tcp"}, {&b.h3, "udp"}, {&b.https, "tcp"}} {
 		if *p.addr, err = freePort(p.network); err != nil {
 			return b, err
 		}
 	}
-	b.directURL = "https://" + b.h3
+	b.directURL, b.directTCPURL = "https://"+b.h3, "https://"+b.https
 	b.counts = load.NewConn(b.h3, insecureTLS)
 	if caddyBin != "" {
 		cert, err := certs.Dev()
@@ -79,28 +84,32 @@ func startBench(ctx context.Context, opts options, caddyBin string, out io.Write
 	}
 
 	b.backend, err = startChild("backend", filepath.Join(dir, "backend.log"), os.Environ(), b.failed,
-		filepath.Join(opts.bin, "backend"), "-listen", b.h2c, "-h3", b.h3)
+		filepath.Join(opts.bin, "backend"), "-listen", b.h2c, "-h3", b.h3, "-https", b.https)
 	if err != nil {
 		return b, err
 	}
-	if err := b.waitReady(ctx, b.directURL, "HTTP/3.0"); err != nil {
+	if err := b.waitReady(ctx, load.ProtocolH3, b.directURL, "HTTP/3.0"); err != nil {
 		return b, err
 	}
-	fmt.Fprintf(out, "backend pid %d (h2c %s, HTTP/3 %s)\n", b.backend.pid(), b.h2c, b.h3)
+	if err := b.waitReady(ctx, load.ProtocolH2, b.directTCPURL, "HTTP/2.0"); err != nil {
+		return b, fmt.Errorf("%w (a backend binary older than the bench? run make build)", err)
+	}
+	fmt.Fprintf(out, "backend pid %d (h2c %s, HTTP/3 %s, HTTP/2 over TLS %s)\n", b.backend.pid(), b.h2c, b.h3, b.https)
 	return b, nil
 }
 
 func (b *bench) failed(err error) { b.fail(err) }
 
-// waitReady waits until the target at base answers over HTTP/3 and checks
-// which protocol the request reached the backend with: HTTP/3 when it is
-// the backend's own server, HTTP/2 (h2c) through a proxy.
-func (b *bench) waitReady(ctx context.Context, base, backendProto string) error {
+// waitReady waits until the target at base answers over proto
+// (load.ProtocolH3 or load.ProtocolH2) and checks which protocol the
+// request reached the backend with: HTTP/3 or HTTP/2 when it is the
+// backend's own server, HTTP/2 (h2c) through a proxy.
+func (b *bench) waitReady(ctx context.Context, proto, base, backendProto string) error {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	err := waitHTTP3(ctx, base+"/healthz")
+	err := waitUp(ctx, proto, base+"/healthz")
 	if err == nil {
-		err = checkBackendProto(ctx, base, backendProto)
+		err = checkBackendProto(ctx, proto, base, backendProto)
 	}
 	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.DeadlineExceeded) {
 		return cause // a child died, or a signal came
@@ -137,7 +146,8 @@ func (b *bench) startSpooky(ctx context.Context, pool int, memory bool) (err err
 			return err
 		}
 	}
-	if b.listen, err = freePort("udp"); err != nil {
+	// spooky serves HTTPS over TCP on the port of its QUIC socket.
+	if b.listen, err = freePortBoth(); err != nil {
 		return err
 	}
 	if b.admin, err = freePort("tcp"); err != nil {
@@ -156,15 +166,17 @@ func (b *bench) startSpooky(ctx context.Context, pool int, memory bool) (err err
 		return err
 	}
 	b.spookyPool, b.spookyMemory = pool, memory
-	if err := b.waitReady(ctx, b.viaURL, "HTTP/2.0"); err != nil {
-		return err
+	for _, proto := range []string{load.ProtocolH3, load.ProtocolH2} {
+		if err := b.waitReady(ctx, proto, b.viaURL, "HTTP/2.0"); err != nil {
+			return err
+		}
 	}
 	waitCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	if err := waitHTTP(waitCtx, "http://"+b.admin+"/debug/stages"); err != nil {
 		return err
 	}
-	fmt.Fprintf(b.out, "spooky pid %d (HTTP/3 %s, admin %s, pool workers %d)\n", b.spooky.pid(), b.listen, b.admin, pool)
+	fmt.Fprintf(b.out, "spooky pid %d (HTTP/3 and HTTPS %s, admin %s, pool workers %d)\n", b.spooky.pid(), b.listen, b.admin, pool)
 	return nil
 }
 
@@ -200,8 +212,10 @@ func (b *bench) startCaddy(ctx context.Context, memory bool) (err error) {
 		return err
 	}
 	b.caddyMemory = memory
-	if err := b.waitReady(ctx, b.caddyURL, "HTTP/2.0"); err != nil {
-		return err
+	for _, proto := range []string{load.ProtocolH3, load.ProtocolH2} {
+		if err := b.waitReady(ctx, proto, b.caddyURL, "HTTP/2.0"); err != nil {
+			return err
+		}
 	}
 	fmt.Fprintf(b.out, "caddy pid %d (TLS and HTTP/3 %s)\n", b.caddy.pid(), b.caddyAddr)
 	return nil
@@ -259,6 +273,9 @@ func (b *bench) runOnce(ctx context.Context, sc scenario, rep int, t target) (ru
 		return fail(err)
 	}
 	url, wantBackend, proxy := b.directURL, b.h3, (*child)(nil)
+	if sc.overTCP() {
+		url, wantBackend = b.directTCPURL, b.https
+	}
 	switch t {
 	case spooky:
 		url, wantBackend, proxy = b.viaURL, b.h2c, b.spooky
@@ -308,8 +325,8 @@ func (b *bench) runOnce(ctx context.Context, sc scenario, rep int, t target) (ru
 	}
 	r.backendPeak = counts.Peak
 	// Every answer carries X-Backend with the address the backend served it
-	// on: h2c through a proxy, HTTP/3 directly. Anything else means the
-	// load went somewhere it should not have.
+	// on: h2c through a proxy, HTTP/3 or HTTP/2 over TLS directly. Anything
+	// else means the load went somewhere it should not have.
 	for name := range res.Backends {
 		if name != wantBackend {
 			return fail(fmt.Errorf("answered by %q, want %q only", name, wantBackend))

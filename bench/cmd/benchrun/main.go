@@ -5,9 +5,10 @@
 //
 // It uses the binaries `make build` leaves in bin/: it starts one backend
 // (bin/backend) serving h2c for the proxies' upstream and the same handlers
-// over HTTP/3 as the no-proxy reference; bin/spooky on a config it writes to
-// a temporary directory (free loopback ports, one route to the backend, log
-// level warn, pool workers sized for the load); and Debian's caddy on a JSON
+// over HTTP/3, and over HTTP/2 over TLS, as the no-proxy references;
+// bin/spooky on a config it writes to a temporary directory (a free loopback
+// port for QUIC and TCP alike, one route to the backend, log level warn,
+// pool workers sized for the load); and Debian's caddy on a JSON
 // config written beside it (HTTPS with HTTP/3 on a free loopback port,
 // spooky's kind of dev certificate written as PEM, reverse_proxy to the
 // same backend over h2c, no access log, no admin API, no automatic HTTPS).
@@ -17,6 +18,12 @@
 // an order rotated every repetition, so that drift on the machine (thermal,
 // noisy neighbours) falls on all alike, and reads the proxies' and the
 // backend's CPU time and memory from /proc over each measured window.
+//
+// The TCP scenario (tcp-small-4x16) sends HTTP/2 over TLS instead (h3load
+// -proto h2, one TCP connection per connection): to spooky's and Caddy's
+// TCP listeners, on the port of their HTTP/3 ones, and directly to the
+// backend's HTTP/2 over TLS server, so that the cost of spooky's TCP path
+// is known beside that of its HTTP/3 one.
 //
 // Memory scenarios (mem-1k, mem-10k) hold 1 000 or 10 000 requests open at
 // once through each proxy, started afresh for every run, and report its
@@ -264,7 +271,7 @@ func findCaddyFor(ctx context.Context, opts options, out io.Writer) (bin, versio
 
 // progressLine is what is printed of a run as it finishes.
 func progressLine(r runResult) string {
-	line := fmt.Sprintf("%-11s rep %d %-6s ", r.scenario, r.rep, r.target)
+	line := fmt.Sprintf("%-14s rep %d %-6s ", r.scenario, r.rep, r.target)
 	switch {
 	case r.allHeld < 0:
 		line += fmt.Sprintf("backend held %d at most, never all", r.backendPeak)

@@ -37,7 +37,8 @@ func TestParseFlags(t *testing.T) {
 		record      bool
 		poolWorkers int
 	}{
-		{nil, 3, 5 * time.Second, "small-4x16,small-32x8,large-4x4,upload-4x4,mem-1k,mem-10k", true, 512},
+		{nil, 3, 5 * time.Second, "small-4x16,small-32x8,large-4x4,upload-4x4,tcp-small-4x16,mem-1k,mem-10k", true, 512},
+		{[]string{"-scenarios", "tcp-small-4x16", "-reps", "1", "-d", "2s", "-no-record"}, 1, 2 * time.Second, "tcp-small-4x16", false, 128},
 		{[]string{"-scenarios", "mem-10k", "-reps", "1", "-d", "3s", "-no-record"}, 1, 3 * time.Second, "mem-10k", false, 64},
 		{[]string{"-quick"}, 1, 2 * time.Second, "small-4x16", false, 128},
 		{[]string{"-quick", "-reps", "2", "-results", "x.md"}, 2, 2 * time.Second, "small-4x16", true, 128},
@@ -111,9 +112,9 @@ func TestOrderRotates(t *testing.T) {
 }
 
 func TestPoolFor(t *testing.T) {
-	mem1k, mem10k := scenarios[4], scenarios[5]
-	if mem1k.name != "mem-1k" || mem10k.name != "mem-10k" || mem10k.inFlight() != 10000 {
-		t.Fatalf("scenarios[4:6] = %+v, %+v", mem1k, mem10k)
+	mem10k := scenarioNamed(t, "mem-10k")
+	if mem10k.inFlight() != 10000 {
+		t.Fatalf("mem-10k = %+v", mem10k)
 	}
 	o, err := parse(t)
 	if err != nil {
@@ -121,7 +122,7 @@ func TestPoolFor(t *testing.T) {
 	}
 	// The throughput scenarios share one spooky sized for the busiest of
 	// them; a memory scenario gets twice its own streams.
-	for sc, want := range map[string]int{"small-4x16": 512, "upload-4x4": 512, "mem-1k": 2000, "mem-10k": 20000} {
+	for sc, want := range map[string]int{"small-4x16": 512, "upload-4x4": 512, "tcp-small-4x16": 512, "mem-1k": 2000, "mem-10k": 20000} {
 		i := slices.IndexFunc(scenarios, func(s scenario) bool { return s.name == sc })
 		if got := o.poolFor(scenarios[i]); got != want {
 			t.Errorf("poolFor(%s) = %d, want %d", sc, got, want)

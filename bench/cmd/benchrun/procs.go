@@ -145,12 +145,12 @@ func freePortBoth() (string, error) {
 // proxies.
 var insecureTLS = &tls.Config{InsecureSkipVerify: true}
 
-// waitHTTP3 waits until url answers 200 over HTTP/3 with an X-Backend
-// header, or ctx ends.
-func waitHTTP3(ctx context.Context, url string) error {
+// waitUp waits until url answers 200 over proto (load.ProtocolH3 or
+// load.ProtocolH2) with an X-Backend header, or ctx ends.
+func waitUp(ctx context.Context, proto, url string) error {
 	var last error
 	for {
-		if last = probeHTTP3(ctx, url); last == nil {
+		if last = probe(ctx, proto, url); last == nil {
 			return nil
 		}
 		select {
@@ -161,8 +161,8 @@ func waitHTTP3(ctx context.Context, url string) error {
 	}
 }
 
-func probeHTTP3(ctx context.Context, url string) error {
-	resp, _, err := getHTTP3(ctx, url)
+func probe(ctx context.Context, proto, url string) error {
+	resp, _, err := getOnce(ctx, proto, url)
 	if err != nil {
 		return err
 	}
@@ -172,21 +172,39 @@ func probeHTTP3(ctx context.Context, url string) error {
 	return nil
 }
 
-// getHTTP3 sends GET url on a QUIC connection of its own, which can only
-// carry HTTP/3, and returns the response with its body read (up to 1 MiB).
-func getHTTP3(ctx context.Context, url string) (*http.Response, []byte, error) {
+// getOnce sends GET url on a connection of its own, a QUIC one, which can
+// only carry HTTP/3, for load.ProtocolH3, a TCP one offering only h2 for
+// load.ProtocolH2, and returns the response with its body read (up to
+// 1 MiB).
+func getOnce(ctx context.Context, proto, url string) (*http.Response, []byte, error) {
 	req, err := http.NewRequest(http.MethodGet, url, nil)
 	if err != nil {
 		return nil, nil, err
 	}
-	conn := load.NewConn(req.URL.Host, insecureTLS)
+	var conn interface {
+		http.RoundTripper
+		Close() error
+	}
+	if proto == load.ProtocolH2 {
+		conn = load.NewH2Conn(insecureTLS)
+	} else {
+		conn = load.NewConn(req.URL.Host, insecureTLS)
+	}
 	defer conn.Close()
 	return getOn(ctx, conn, url)
 }
 
+// protoName is the response protocol a client of proto gets.
+func protoName(proto string) string {
+	if proto == load.ProtocolH2 {
+		return "HTTP/2.0"
+	}
+	return "HTTP/3.0"
+}
+
 // getOn sends GET url on conn, bounded to 2s, and returns the response with
 // its body read (up to 1 MiB).
-func getOn(ctx context.Context, conn *load.Conn, url string) (*http.Response, []byte, error) {
+func getOn(ctx context.Context, conn http.RoundTripper, url string) (*http.Response, []byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -202,11 +220,12 @@ func getOn(ctx context.Context, conn *load.Conn, url string) (*http.Response, []
 	return resp, body, err
 }
 
-// checkBackendProto asks base for /headers over HTTP/3 and checks that the
-// request reached the backend as want ("HTTP/2.0" through a proxy, which
-// must speak h2c upstream; "HTTP/3.0" directly).
-func checkBackendProto(ctx context.Context, base, want string) error {
-	resp, body, err := getHTTP3(ctx, base+"/headers")
+// checkBackendProto asks base for /headers over proto and checks that the
+// answer came over it and that the request reached the backend as want
+// ("HTTP/2.0" through a proxy, which must speak h2c upstream; the client's
+// protocol directly).
+func checkBackendProto(ctx context.Context, proto, base, want string) error {
+	resp, body, err := getOnce(ctx, proto, base+"/headers")
 	if err != nil {
 		return fmt.Errorf("%s/headers: %w", base, err)
 	}
@@ -214,8 +233,9 @@ func checkBackendProto(ctx context.Context, base, want string) error {
 	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &got) != nil {
 		return fmt.Errorf("%s/headers: %s: %.200q", base, resp.Status, body)
 	}
-	if resp.Proto != "HTTP/3.0" || got.Proto != want {
-		return fmt.Errorf("%s/headers: client got %s, backend got %s; want HTTP/3.0 and %s", base, resp.Proto, got.Proto, want)
+	if resp.Proto != protoName(proto) || got.Proto != want {
+		return fmt.Errorf("%s/headers: client got %s, backend got %s; want %s and %s",
+			base, resp.Proto, got.Proto, protoName(proto), want)
 	}
 	return nil
 }
@@ -280,15 +300,16 @@ type loadRun struct {
 	stop <-chan struct{}
 }
 
-// run execs h3load -json and returns its result. Each run gets a fresh
-// load generator process, so no heap, GC pacing or goroutines carry over
-// from one run to the next, and the harness stays idle while it measures.
-func (r loadRun) run(ctx context.Context) (load.Result, error) {
+// args are the arguments h3load runs with.
+func (r loadRun) args() []string {
 	args := []string{
 		"-json",
 		"-d", r.duration.String(), "-warmup", r.warmup.String(),
 		"-c", strconv.Itoa(r.sc.conns), "-s", strconv.Itoa(r.sc.streams),
 		"-X", r.sc.method,
+	}
+	if r.sc.proto != "" {
+		args = append(args, "-proto", r.sc.proto)
 	}
 	if r.sc.bodySize > 0 {
 		args = append(args, "-body-size", strconv.Itoa(r.sc.bodySize))
@@ -300,13 +321,19 @@ func (r loadRun) run(ctx context.Context) (load.Result, error) {
 		}
 		args = append(args, "-pid", strings.Join(pids, ","))
 	}
-	args = append(args, r.url)
+	return append(args, r.url)
+}
 
+// run execs h3load -json and returns its result. Each run gets a fresh
+// load generator process, so no heap, GC pacing or goroutines carry over
+// from one run to the next, and the harness stays idle while it measures.
+func (r loadRun) run(ctx context.Context) (load.Result, error) {
+	args := r.args()
 	ctx, cancel := context.WithTimeout(ctx, r.warmup+r.duration+30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, r.h3load, args...)
 	cmd.SysProcAttr = childSysProcAttr()
-	// Interrupted, h3load closes its QUIC connections before it exits, so
+	// Interrupted, h3load closes its connections before it exits, so
 	// the servers are not left waiting on a client that is gone.
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	cmd.WaitDelay = 3 * time.Second

@@ -21,7 +21,7 @@ func TestLoadRunArgs(t *testing.T) {
 	if err := os.WriteFile(h3load, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	upload := scenarios[3]
+	upload := scenarioNamed(t, "upload-4x4")
 	res, err := loadRun{
 		h3load: h3load, url: "https://127.0.0.1:1/echo", sc: upload,
 		warmup: time.Second, duration: 2 * time.Second, pids: []int{7, 8},
@@ -40,6 +40,36 @@ func TestLoadRunArgs(t *testing.T) {
 	want := "-json -d 2s -warmup 1s -c 4 -s 4 -X POST -body-size 1048576 -pid 7,8 https://127.0.0.1:1/echo"
 	if got := strings.TrimSpace(string(args)); got != want {
 		t.Errorf("h3load args = %s, want %s", got, want)
+	}
+}
+
+// scenarioNamed returns the scenario of that name.
+func scenarioNamed(t *testing.T, name string) scenario {
+	t.Helper()
+	scs, err := selectScenarios(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return scs[0]
+}
+
+func TestLoadRunArgsByScenario(t *testing.T) {
+	tests := []struct {
+		scenario string
+		want     string
+	}{
+		{"small-4x16", "-json -d 5s -warmup 1s -c 4 -s 16 -X GET https://h/p"},
+		{"upload-4x4", "-json -d 5s -warmup 1s -c 4 -s 4 -X POST -body-size 1048576 https://h/p"},
+		// The TCP scenario asks for HTTP/2 over TLS; the others leave
+		// h3load at its HTTP/3 default.
+		{"tcp-small-4x16", "-json -d 5s -warmup 1s -c 4 -s 16 -X GET -proto h2 https://h/p"},
+		{"mem-1k", "-json -d 5s -warmup 1s -c 10 -s 100 -X GET https://h/p"},
+	}
+	for _, tt := range tests {
+		r := loadRun{url: "https://h/p", sc: scenarioNamed(t, tt.scenario), warmup: time.Second, duration: 5 * time.Second}
+		if got := strings.Join(r.args(), " "); got != tt.want {
+			t.Errorf("%s: args = %s, want %s", tt.scenario, got, tt.want)
+		}
 	}
 }
 
@@ -66,7 +96,7 @@ func TestLoadRunStop(t *testing.T) {
 	}
 	stop := make(chan struct{})
 	time.AfterFunc(300*time.Millisecond, func() { close(stop) })
-	res, err := loadRun{h3load: h3load, url: "https://127.0.0.1:1/slow", sc: scenarios[5], duration: time.Minute, stop: stop}.run(t.Context())
+	res, err := loadRun{h3load: h3load, url: "https://127.0.0.1:1/slow", sc: scenarioNamed(t, "mem-10k"), duration: time.Minute, stop: stop}.run(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"spooky/bench/load"
 )
 
 // scenario is one load shape, run against the backend directly and through
@@ -23,6 +25,11 @@ type scenario struct {
 	// bulk marks scenarios that move bodies large enough for bytes per
 	// second, not requests per second, to be the figure that matters.
 	bulk bool
+	// proto is the protocol of the load: load.ProtocolH3 (empty is the
+	// same) over QUIC, or load.ProtocolH2, HTTP/2 over TLS over TCP, sent
+	// to spooky's and Caddy's TCP listeners on the port of their HTTP/3
+	// ones, and directly to the backend's own HTTPS server.
+	proto string
 	// memory marks scenarios whose figure is what the proxies hold in
 	// memory with every stream in flight at once: each request is held
 	// open by the backend for longer than the run, the whole run is
@@ -30,6 +37,9 @@ type scenario struct {
 	// started afresh for every run.
 	memory bool
 }
+
+// overTCP says whether the scenario's load is HTTP/2 over TLS.
+func (s scenario) overTCP() bool { return s.proto == load.ProtocolH2 }
 
 // inFlight is how many requests the scenario keeps in flight.
 func (s scenario) inFlight() int { return s.conns * s.streams }
@@ -55,11 +65,15 @@ func (s scenario) requestPath(duration time.Duration) string {
 // keep 1 000 and 10 000 streams open on /slow; HTTP/3 servers (quic-go's
 // default, spooky's and Caddy's alike) let a client open 100 streams at a
 // time per connection, hence 100 streams on each of 10 or 100 connections.
+// tcp-small-4x16 is small-4x16 over HTTP/2 over TLS, each connection its
+// own TCP connection: what spooky's TCP path costs, against the backend
+// serving HTTP/2 over TLS itself.
 var scenarios = []scenario{
 	{name: "small-4x16", method: http.MethodGet, path: "/bytes?n=64", conns: 4, streams: 16},
 	{name: "small-32x8", method: http.MethodGet, path: "/bytes?n=64", conns: 32, streams: 8},
 	{name: "large-4x4", method: http.MethodGet, path: "/bytes?n=1048576", conns: 4, streams: 4, bulk: true},
 	{name: "upload-4x4", method: http.MethodPost, path: "/echo", bodySize: 1 << 20, conns: 4, streams: 4, bulk: true},
+	{name: "tcp-small-4x16", method: http.MethodGet, path: "/bytes?n=64", conns: 4, streams: 16, proto: load.ProtocolH2},
 	{name: "mem-1k", method: http.MethodGet, path: "/slow", conns: 10, streams: 100, memory: true},
 	{name: "mem-10k", method: http.MethodGet, path: "/slow", conns: 100, streams: 100, memory: true},
 }

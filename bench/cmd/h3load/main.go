@@ -1,4 +1,6 @@
-// Command h3load is the HTTP/3 client of spooky's demos and benchmarks.
+// Command h3load is the HTTP/3 client of spooky's demos and benchmarks;
+// with -proto h2 it speaks HTTP/2 over TLS instead, one TCP connection per
+// -c, for spooky's TCP listener and the servers it is compared with.
 //
 // Without -d it sends one request and shows the response, curl -v style:
 // the status line, headers and trailers go to stderr and the body to
@@ -12,6 +14,7 @@
 // answered:
 //
 //	h3load -d 10s -c 4 -s 16 -pid 1234 https://127.0.0.1:8443/
+//	h3load -proto h2 -d 10s -c 4 -s 16 https://127.0.0.1:8443/
 package main
 
 import (
@@ -42,7 +45,8 @@ func main() {
 
 		duration = flag.Duration("d", 0, "load test duration, not counting -warmup (0: send one request)")
 		timeout  = flag.Duration("timeout", 0, "one-shot: give up after this long (0: no limit)")
-		conns    = flag.Int("c", load.DefaultConnections, "load: QUIC connections")
+		proto    = flag.String("proto", load.ProtocolH3, `"h3" (HTTP/3 over QUIC) or "h2" (HTTP/2 over TLS over TCP, nothing else accepted by ALPN)`)
+		conns    = flag.Int("c", load.DefaultConnections, "load: connections (QUIC, or TCP with -proto h2)")
 		streams  = flag.Int("s", load.DefaultStreams, "load: requests in flight per connection")
 		warmup   = flag.Duration("warmup", time.Second, "load: time to send load before measuring")
 		bodySize = flag.Int("body-size", 0, "load: bytes of request body to send with each request")
@@ -82,6 +86,9 @@ func main() {
 	if *duration != 0 && (*data != "" || *dataFile != "") {
 		fatal(errors.New("-data and -data-file are for one request; load mode sends -body-size bytes"))
 	}
+	if *proto != load.ProtocolH3 && *proto != load.ProtocolH2 {
+		fatal(fmt.Errorf("-proto %q: want h3 or h2", *proto))
+	}
 	if *method == "" && (*data != "" || *dataFile != "" || *bodySize > 0) {
 		*method = http.MethodPost
 	}
@@ -101,11 +108,11 @@ func main() {
 		}
 		err = oneShot(ctx, oneShotRequest{
 			url: target, method: *method, header: header,
-			data: *data, dataFile: *dataFile, tlsConfig: tlsConfig,
+			data: *data, dataFile: *dataFile, tlsConfig: tlsConfig, proto: *proto,
 		})
 	} else {
 		err = loadTest(ctx, load.Options{
-			URL: target, Method: *method, Header: header, BodySize: *bodySize,
+			URL: target, Protocol: *proto, Method: *method, Header: header, BodySize: *bodySize,
 			Connections: *conns, Streams: *streams, Warmup: *warmup, Duration: *duration,
 			TLSConfig: tlsConfig, PIDs: pids, Stall: *stall,
 		}, *asJSON)

@@ -21,6 +21,7 @@ type oneShotRequest struct {
 	header         http.Header
 	data, dataFile string
 	tlsConfig      *tls.Config
+	proto          string // load.ProtocolH3 or load.ProtocolH2
 }
 
 // oneShot sends one request, prints the response, and returns an error only
@@ -42,9 +43,17 @@ func oneShot(ctx context.Context, o oneShotRequest) error {
 	}
 
 	// A load.Conn rather than an http3.Transport, which would leave the
-	// connection open behind a failed request; and no http.Client, so
-	// redirects are shown rather than followed.
-	conn := load.NewConn(req.URL.Host, o.tlsConfig)
+	// connection open behind a failed request (a load.H2Conn with -proto
+	// h2); and no http.Client, so redirects are shown rather than followed.
+	var conn interface {
+		http.RoundTripper
+		Close() error
+	}
+	if o.proto == load.ProtocolH2 {
+		conn = load.NewH2Conn(o.tlsConfig)
+	} else {
+		conn = load.NewConn(req.URL.Host, o.tlsConfig)
+	}
 	defer conn.Close()
 	resp, err := conn.RoundTrip(req)
 	if err != nil {
