@@ -1,5 +1,7 @@
-// Package certs makes and recognises the TLS certificates spooky serves
-// when it is given none: a self-signed development certificate.
+// Package certs holds the TLS certificates spooky serves: a Store of
+// certificate and key pairs read from files, chosen per handshake by SNI and
+// reloaded atomically (store.go), and the self-signed development
+// certificate served when it is given none.
 package certs
 
 import (

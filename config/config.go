@@ -52,9 +52,11 @@ type Listen struct {
 	// Address is listen.address, the UDP host:port for HTTP/3 (and, unless
 	// TCP.Address says otherwise, the TCP one for HTTPS).
 	Address string
-	// TLS is listen.tls, the certificate and key files. Nil means dev
-	// mode: a self-signed certificate for localhost is made in memory.
-	TLS *TLS
+	// TLS is listen.tls, the certificate and key files: one pair (the
+	// file's single mapping) or several, chosen by SNI, the first the
+	// default. Nil means dev mode: a self-signed certificate for localhost
+	// is made in memory.
+	TLS []TLS
 	// AdmissionWait is listen.admission_wait: how long a request may wait
 	// for room in the router's mailbox before it is shed with 503.
 	AdmissionWait time.Duration

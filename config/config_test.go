@@ -63,7 +63,7 @@ func TestMinimalConfigGetsDefaults(t *testing.T) {
 		got, want any
 	}{
 		{"listen.address", c.Listen.Address, "127.0.0.1:8443"},
-		{"listen.tls", c.Listen.TLS, (*config.TLS)(nil)},
+		{"listen.tls", c.Listen.TLS, []config.TLS(nil)},
 		{"listen.admission_wait", c.Listen.AdmissionWait, 100 * time.Millisecond},
 		{"listen.drain_timeout", c.Listen.DrainTimeout, 15 * time.Second},
 		{"listen.write_idle_timeout", c.Listen.WriteIdleTimeout, 30 * time.Second},
@@ -149,10 +149,10 @@ upstreams:
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
-	if c.Listen.TLS == nil || c.Listen.TLS.Cert != cert || c.Listen.TLS.Key != key {
+	if len(c.Listen.TLS) != 1 || c.Listen.TLS[0].Cert != cert || c.Listen.TLS[0].Key != key {
 		t.Errorf("Listen.TLS = %+v, want cert %s key %s", c.Listen.TLS, cert, key)
 	}
-	if _, err := c.Listen.TLS.Load(); err != nil {
+	if _, err := c.Listen.TLS[0].Load(); err != nil {
 		t.Errorf("TLS.Load: %v", err)
 	}
 	if c.Listen.Address != "0.0.0.0:8443" || c.Listen.AdmissionWait != 250*time.Millisecond {
@@ -322,6 +322,14 @@ func TestInvalidConfigs(t *testing.T) {
 			[]string{"listen.tls.key", "missing", "want a PEM private key file"}},
 		{"tls key without cert", with("listen: { tls: { key: " + key + " } }\n"),
 			[]string{"listen.tls.cert", "missing", "want a PEM certificate file"}},
+		{"tls list: second cert not PEM", with("listen: { tls: [{ cert: " + cert + ", key: " + key + " }, { cert: " + notPEM + ", key: " + key + " }] }\n"),
+			[]string{"listen.tls[1].cert", notPEM, "want a readable PEM certificate matching the key in"}},
+		{"tls list: key missing", with("listen: { tls: [{ cert: " + cert + " }] }\n"),
+			[]string{"listen.tls[0].key", "missing", "want a PEM private key file"}},
+		{"tls list: unknown key", with("listen: { tls: [{ cert: " + cert + ", key: " + key + ", sni: a }] }\n"),
+			[]string{"listen.tls[0].sni", "unknown key", "want one of cert, key"}},
+		{"tls list empty", with("listen: { tls: [] }\n"),
+			[]string{"listen.tls", "want a {cert, key} mapping or a list of at least one"}},
 		{"section not a mapping", with("listen: 8443\n"),
 			[]string{"listen:", `"8443"`, "want a mapping"}},
 		{"stage not a mapping", with("stages: { pool: 4 }\n"),
@@ -708,5 +716,18 @@ func TestTCPAddress(t *testing.T) {
 		if got := tt.listen.TCPAddress(4433); got != tt.want {
 			t.Errorf("TCPAddress(4433) of %+v = %q, want %q", tt.listen, got, tt.want)
 		}
+	}
+}
+
+func TestTLSList(t *testing.T) {
+	cert1, key1 := testkit.SelfSigned(t, "one", false)
+	cert2, key2 := testkit.SelfSigned(t, "two", false)
+	c, err := load(t, "listen:\n  tls:\n    - { cert: "+cert1+", key: "+key1+" }\n    - { cert: "+cert2+", key: "+key2+" }\n"+minimal)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	want := []config.TLS{{Cert: cert1, Key: key1}, {Cert: cert2, Key: key2}}
+	if !slices.Equal(c.Listen.TLS, want) {
+		t.Errorf("Listen.TLS = %+v, want %+v", c.Listen.TLS, want)
 	}
 }

@@ -92,22 +92,47 @@ func (d *decoder) listen(n node) Listen {
 	if l.AltSvc.MaxAge < time.Second {
 		d.fail("listen.alt_svc.max_age", l.AltSvc.MaxAge.String(), "at least 1s")
 	}
-	if n.m["tls"] == nil {
-		return l
+	l.TLS = d.tls(n.m["tls"])
+	return l
+}
+
+// tls reads listen.tls: one {cert, key} mapping, or a list of them. Each
+// pair must load, so that a bad file is named when the config is read.
+func (d *decoder) tls(v any) []TLS {
+	if v == nil {
+		return nil
 	}
-	tn := d.child(n, "tls")
-	l.TLS = &TLS{Cert: d.str(tn, "cert"), Key: d.str(tn, "key")}
-	switch {
-	case l.TLS.Cert == "":
-		d.fail("listen.tls.cert", nil, "a PEM certificate file (or leave listen.tls out for a dev certificate)")
-	case l.TLS.Key == "":
-		d.fail("listen.tls.key", nil, "a PEM private key file")
-	default:
-		if _, err := l.TLS.Load(); err != nil {
-			d.fail("listen.tls.cert", l.TLS.Cert, "a readable PEM certificate matching the key in "+l.TLS.Key+" ("+err.Error()+")")
+	items, keys := []any{v}, []string{"listen.tls"}
+	if list, ok := v.([]any); ok {
+		if len(list) == 0 {
+			d.fail("listen.tls", v, "a {cert, key} mapping or a list of at least one (or leave listen.tls out for a dev certificate)")
+			return nil
+		}
+		items, keys = list, nil
+		for i := range list {
+			keys = append(keys, fmt.Sprintf("listen.tls[%d]", i))
 		}
 	}
-	return l
+	var out []TLS
+	for i, item := range items {
+		tn := d.object(keys[i], "listen.tls[]", item)
+		if tn.wrong {
+			continue
+		}
+		t := TLS{Cert: d.str(tn, "cert"), Key: d.str(tn, "key")}
+		switch {
+		case t.Cert == "":
+			d.fail(join(tn.key, "cert"), nil, "a PEM certificate file (or leave listen.tls out for a dev certificate)")
+		case t.Key == "":
+			d.fail(join(tn.key, "key"), nil, "a PEM private key file")
+		default:
+			if _, err := t.Load(); err != nil {
+				d.fail(join(tn.key, "cert"), t.Cert, "a readable PEM certificate matching the key in "+t.Key+" ("+err.Error()+")")
+			}
+		}
+		out = append(out, t)
+	}
+	return out
 }
 
 // trustedProxies reads trusted_proxies: a list of CIDRs or bare IPs, or,

@@ -73,6 +73,9 @@ func newDaemon(configPath string, cfg *config.Config, log *slog.Logger) (*daemon
 	for _, t := range []control.Target{d.listener, poolBox, balancerBox, routerBox, d.telemetry.Inbox()} {
 		d.control.AddTarget(t)
 	}
+	// Certificates renewed on disk are reloaded by the listener itself;
+	// the control plane shows how that went on /debug/config.
+	d.listener.ReportCertificates(d.control)
 	d.telemetry.ShowConfig(func() telemetry.ConfigStatus { return d.control.Status() })
 	d.telemetry.ShowUpstreams(balancerStats(d.balancer), connStats(d.pool))
 
@@ -117,6 +120,8 @@ var (
 	_ supervisor.Stopper = (*pool.Pool)(nil)
 
 	_ control.Target         = (*listener.Listener)(nil)
+	_ control.FileReloader   = (*listener.Listener)(nil)
+	_ listener.CertReporter  = (*control.Control)(nil)
 	_ control.Target         = (*stages.Mailbox)(nil)
 	_ control.Target         = (*telemetry.Inbox)(nil)
 	_ listener.Recorder      = (*telemetry.Telemetry)(nil)

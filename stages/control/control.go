@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -29,16 +30,27 @@ type Target interface {
 	SendControl(ctx context.Context, c stages.Control) error
 }
 
+// FileReloader is a Target with files of its own besides the config (the
+// listener's certificates). On SIGHUP, when the config file is unchanged,
+// the control plane asks it to read them again; it reports how that went
+// through CertificatesReloaded, and returns the same error.
+type FileReloader interface {
+	ReloadFiles() error
+}
+
 // Status is the control plane's view for /debug/config.
 type Status struct {
-	Version      int       `json:"version"`
-	SHA256       string    `json:"sha256"`
-	LoadedAt     time.Time `json:"loaded_at"`
-	LastResult   string    `json:"last_result"` // "ok" or "error"
-	LastError    string    `json:"last_error,omitempty"`
-	LastErrorAt  time.Time `json:"last_error_at,omitzero"`
-	ReloadsOK    uint64    `json:"reloads_ok"`
-	ReloadsError uint64    `json:"reloads_error"`
+	Version    int       `json:"version"`
+	SHA256     string    `json:"sha256"`
+	LoadedAt   time.Time `json:"loaded_at"`
+	LastResult string    `json:"last_result"` // "ok" or "error"
+	LastError  string    `json:"last_error,omitempty"`
+	// CertificateError is why the certificate files on disk were last
+	// rejected (the old pair is still served); empty once they load.
+	CertificateError string    `json:"certificate_error,omitempty"`
+	LastErrorAt      time.Time `json:"last_error_at,omitzero"`
+	ReloadsOK        uint64    `json:"reloads_ok"`
+	ReloadsError     uint64    `json:"reloads_error"`
 }
 
 // Reloads counts the reloads applied and the reloads that failed.
@@ -62,6 +74,9 @@ type Control struct {
 	mu        sync.Mutex
 	current   *config.Config
 	status    Status
+	// configFailed is set while the last load of the config file failed:
+	// an unchanged file is then loaded again.
+	configFailed bool
 }
 
 // New returns the control plane for the config at path, which was loaded
@@ -106,8 +121,8 @@ func (c *Control) loop(ctx context.Context, hup <-chan os.Signal, changed <-chan
 		case <-ctx.Done():
 			return nil
 		case <-hup:
-			c.log.Info("SIGHUP: reloading config", "path", c.path)
-			c.Reload(ctx)
+			c.log.Info("SIGHUP: reloading config and certificates", "path", c.path)
+			c.Hangup(ctx)
 		case <-changed:
 			debounce = time.After(settle)
 		case <-debounce:
@@ -166,24 +181,49 @@ func (c *Control) watch(ctx context.Context, changed chan<- struct{}) *sync.Wait
 	return &wg
 }
 
+// Hangup is what SIGHUP does: Reload and, when the config file is
+// unchanged, ask every FileReloader to read its files again, so that a
+// renewed certificate is served though the config names the same files.
+func (c *Control) Hangup(ctx context.Context) error {
+	c.reloading.Lock()
+	defer c.reloading.Unlock()
+	applied, err := c.reloadLocked(ctx)
+	if applied || err != nil {
+		return err
+	}
+	var errs []error
+	for _, t := range c.targets {
+		if f, ok := t.(FileReloader); ok {
+			errs = append(errs, f.ReloadFiles())
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // Reload loads the file and, when it is valid and differs from the running
 // config, hands it to every target. It returns why it did not: the
 // validation error, the error of a target that refused it, or ctx's.
 func (c *Control) Reload(ctx context.Context) error {
 	c.reloading.Lock()
 	defer c.reloading.Unlock()
+	_, err := c.reloadLocked(ctx)
+	return err
+}
+
+// reloadLocked is Reload; applied is false when the file was unchanged.
+func (c *Control) reloadLocked(ctx context.Context) (applied bool, err error) {
 	sum := fileSum(c.path)
 	c.mu.Lock()
-	unchanged := sum != "" && sum == c.status.SHA256 && c.status.LastResult == "ok"
+	unchanged := sum != "" && sum == c.status.SHA256 && !c.configFailed
 	c.mu.Unlock()
 	if unchanged {
-		return nil
+		return false, nil
 	}
 	cfg, err := config.Load(c.path)
 	if err != nil {
 		c.failed(err)
 		c.log.Error("config rejected; the running config stays", "path", c.path, "err", err)
-		return err
+		return false, err
 	}
 	// Stages apply it one after another, in the order added (the
 	// listener, then downstream first), each waiting for the one before:
@@ -208,25 +248,27 @@ func (c *Control) Reload(ctx context.Context) error {
 			err = fmt.Errorf("control: applying config: %w", err)
 			c.failed(err)
 			c.log.Error("config not applied", "path", c.path, "err", err)
-			return err
+			return false, err
 		}
 		select {
 		case <-rc.Done:
 		case <-time.After(applyWait):
 			c.log.Warn("a stage is slow to apply the new config; going on", "version", c.Status().Version+1)
 		case <-ctx.Done():
-			return ctx.Err()
+			return false, ctx.Err()
 		}
 	}
 	c.mu.Lock()
 	c.current = cfg
 	c.status.Version++
+	// The listener loaded every certificate the config names.
 	c.status.SHA256, c.status.LoadedAt, c.status.LastResult, c.status.LastError = sum, time.Now(), "ok", ""
+	c.status.CertificateError, c.configFailed = "", false
 	c.status.ReloadsOK++
 	version := c.status.Version
 	c.mu.Unlock()
 	c.log.Info("config reloaded", "path", c.path, "version", version, "sha256", sum)
-	return nil
+	return true, nil
 }
 
 // failed records a reload that failed: rejected, or refused by a target.
@@ -235,6 +277,30 @@ func (c *Control) failed(err error) {
 	defer c.mu.Unlock()
 	c.status.LastResult, c.status.LastError, c.status.LastErrorAt = "error", err.Error(), time.Now()
 	c.status.ReloadsError++
+	c.configFailed = true
+}
+
+// CertificatesReloaded records a reload of the certificate files that no
+// new config asked for (their files changed, or SIGHUP): it counts as a
+// reload, and a failure shows on /debug/config as the last error and as
+// CertificateError until the files load.
+func (c *Control) CertificatesReloaded(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		msg := "certificates: " + err.Error()
+		c.status.LastResult, c.status.LastError, c.status.LastErrorAt = "error", msg, time.Now()
+		c.status.CertificateError = msg
+		c.status.ReloadsError++
+		return
+	}
+	c.status.ReloadsOK++
+	if c.status.CertificateError != "" {
+		c.status.CertificateError = ""
+		if !c.configFailed {
+			c.status.LastResult, c.status.LastError = "ok", ""
+		}
+	}
 }
 
 func fileSum(path string) string {

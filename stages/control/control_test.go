@@ -368,7 +368,7 @@ func TestSIGHUPReloadsAtOnce(t *testing.T) {
 		if waited := time.Since(start); waited != 0 {
 			t.Errorf("SIGHUP reloaded after %v", waited)
 		}
-		if !logs.has("INFO SIGHUP: reloading config") {
+		if !logs.has("INFO SIGHUP: reloading config and certificates") {
 			t.Error("SIGHUP not logged")
 		}
 	})
@@ -457,4 +457,106 @@ func TestReloadGivesUpOnAStageWhoseLaneStaysFull(t *testing.T) {
 			t.Errorf("status %+v; want version 1 and the error", st)
 		}
 	})
+}
+
+// fileTarget is a target with files of its own, as the listener's
+// certificates: it counts the calls to ReloadFiles, failing them with err.
+type fileTarget struct {
+	*target
+	mu      sync.Mutex
+	reloads int
+	err     error
+}
+
+func (f *fileTarget) ReloadFiles() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.reloads++
+	return f.err
+}
+
+func (f *fileTarget) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.reloads
+}
+
+func TestSIGHUPWithAnUnchangedConfigReloadsFiles(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c, _, _ := newControl(t, configDoc(1))
+		ft := &fileTarget{target: newTarget("listener", true)}
+		c.AddTarget(ft)
+		c.AddTarget(newTarget("stage", true))
+		hup, changed := runLoop(t, c)
+
+		// The file watch: an unchanged file does nothing at all.
+		changed <- struct{}{}
+		time.Sleep(2 * settle) // synctest's clock: no real wait
+		synctest.Wait()
+		if n := ft.count(); n != 0 {
+			t.Errorf("a file event reloaded the files %d times", n)
+		}
+
+		// SIGHUP, the config unchanged: the files are read again, and
+		// no config is sent.
+		hup <- syscall.SIGHUP
+		synctest.Wait()
+		if n := ft.count(); n != 1 {
+			t.Errorf("SIGHUP reloaded the files %d times, want once", n)
+		}
+		ft.none(t)
+
+		// SIGHUP, the config changed: the config is applied (the
+		// listener loads its certificates with it), and that is all.
+		writeConfig(t, c.path, configDoc(2))
+		hup <- syscall.SIGHUP
+		synctest.Wait()
+		ft.next(t)
+		if n := ft.count(); n != 1 {
+			t.Errorf("ReloadFiles called %d times after a changed config, want no more", n)
+		}
+	})
+}
+
+func TestHangupReturnsTheFilesError(t *testing.T) {
+	c, _, _ := newControl(t, configDoc(1))
+	ft := &fileTarget{target: newTarget("listener", true), err: errors.New("key mismatch")}
+	c.AddTarget(ft)
+	if err := c.Hangup(context.Background()); err == nil || !strings.Contains(err.Error(), "key mismatch") {
+		t.Errorf("Hangup = %v, want the files' error", err)
+	}
+}
+
+func TestCertificateErrorsShowInStatus(t *testing.T) {
+	c, _, _ := newControl(t, configDoc(1))
+	c.AddTarget(newTarget("stage", true))
+
+	c.CertificatesReloaded(errors.New("tls: private key does not match public key"))
+	st := c.Status()
+	if st.LastResult != "error" || !strings.Contains(st.LastError, "certificates: tls: private key does not match") ||
+		st.CertificateError != st.LastError || st.LastErrorAt.IsZero() || st.ReloadsError != 1 {
+		t.Fatalf("status after a rejected certificate: %+v", st)
+	}
+	// The config file did not change: a file event still does nothing,
+	// and the certificate error stays.
+	if err := c.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if st := c.Status(); st.Version != 1 || st.CertificateError == "" {
+		t.Errorf("status after an unchanged reload: %+v", st)
+	}
+
+	c.CertificatesReloaded(nil)
+	st = c.Status()
+	if st.LastResult != "ok" || st.LastError != "" || st.CertificateError != "" || st.ReloadsOK != 1 {
+		t.Errorf("status after the certificate loaded: %+v", st)
+	}
+
+	// A config error is not cleared by a certificate that loads.
+	writeConfig(t, c.path, invalidDoc)
+	c.Reload(context.Background())
+	c.CertificatesReloaded(nil)
+	if st := c.Status(); st.LastResult != "error" || !strings.Contains(st.LastError, "routes[0].upstream") {
+		t.Errorf("status after a bad config and a good certificate: %+v", st)
+	}
 }

@@ -47,10 +47,12 @@ type Listener struct {
 	log      *slog.Logger
 	tls      *tls.Config
 
-	cert          atomic.Pointer[tls.Certificate]
-	admissionWait atomic.Int64 // time.Duration
-	drain         atomic.Int64 // time.Duration: how long a replaced socket serves on
-	writeIdle     atomic.Int64 // time.Duration: listen.write_idle_timeout
+	certs         certs.Store // listen.tls, chosen by SNI; swapped on reload (certwatch.go)
+	certReport    atomic.Pointer[CertReporter]
+	certsMoved    chan struct{} // the files to watch changed: re-arm the watch
+	admissionWait atomic.Int64  // time.Duration
+	drain         atomic.Int64  // time.Duration: how long a replaced socket serves on
+	writeIdle     atomic.Int64  // time.Duration: listen.write_idle_timeout
 	inFlight      atomic.Int64
 	limits        atomic.Pointer[config.ClientLimits]
 	quicConf      atomic.Pointer[quic.Config] // listen.quic, for new connections
@@ -94,7 +96,7 @@ type socket struct {
 // of the stage and reloads that keep listen.address.
 func New(cfg *config.Config, router *stages.Mailbox, recorder Recorder, log *slog.Logger) (*Listener, error) {
 	l := &Listener{router: router, recorder: recorder, log: log, afterFunc: afterFunc, unfinishedGrace: defaultUnfinishedGrace,
-		tcpRetiring: make(map[*http.Server]struct{})}
+		tcpRetiring: make(map[*http.Server]struct{}), certsMoved: make(chan struct{}, 1)}
 	if err := l.loadCertificate(cfg.Listen.TLS); err != nil {
 		return nil, err
 	}
@@ -103,10 +105,8 @@ func New(cfg *config.Config, router *stages.Mailbox, recorder Recorder, log *slo
 	l.applyLimits(cfg)
 	l.conns = newAdmission(cfg, &l.refused)
 	l.tls = http3.ConfigureTLSConfig(&tls.Config{
-		MinVersion: tls.VersionTLS13,
-		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-			return l.cert.Load(), nil
-		},
+		MinVersion:     tls.VersionTLS13,
+		GetCertificate: l.certs.GetCertificate,
 	})
 	var err error
 	if l.sock, l.tcpSock, err = l.bindBoth(cfg, nil); err != nil {
@@ -151,21 +151,30 @@ func (s *socket) close() error {
 	return errors.Join(s.ln.Close(), s.transport.Close(), s.conn.Close())
 }
 
-func (l *Listener) loadCertificate(t *config.TLS) error {
-	var cert tls.Certificate
-	var err error
-	if t == nil {
-		cert, err = certs.Dev()
-		if err == nil {
-			l.log.Warn("listen.tls is not set: serving a self-signed development certificate for localhost; clients must skip verification")
+// loadCertificate serves the pairs t names, or a development certificate
+// when there are none. A pair that does not load changes nothing.
+func (l *Listener) loadCertificate(t []config.TLS) error {
+	if len(t) == 0 {
+		cert, err := certs.Dev()
+		if err != nil {
+			return fmt.Errorf("listener: certificate: %w", err)
 		}
-	} else {
-		cert, err = t.Load()
+		l.log.Warn("listen.tls is not set: serving a self-signed development certificate for localhost; clients must skip verification")
+		l.certs.SetDev(cert)
+		l.certFilesMoved()
+		return nil
 	}
-	if err != nil {
+	pairs := make([]certs.Pair, len(t))
+	for i, p := range t {
+		pairs[i] = certs.Pair{Cert: p.Cert, Key: p.Key}
+	}
+	moved := !slices.Equal(pairs, l.certs.Pairs())
+	if _, err := l.certs.Load(pairs); err != nil {
 		return fmt.Errorf("listener: certificate: %w", err)
 	}
-	l.cert.Store(&cert)
+	if moved {
+		l.certFilesMoved()
+	}
 	return nil
 }
 
@@ -199,7 +208,7 @@ func (l *Listener) SendControl(_ context.Context, c stages.Control) error {
 	} else if movedTCP, err = bindTCPFor(cfg, quicPort, curTCP); err != nil {
 		return err
 	}
-	if cfg.Listen.TLS != nil || !certs.IsDev(l.cert.Load()) {
+	if cfg.Listen.TLS != nil || !certs.IsDev(l.certs.Current()) {
 		if err := l.loadCertificate(cfg.Listen.TLS); err != nil {
 			if moved != nil {
 				moved.close()
@@ -283,6 +292,11 @@ func (l *Listener) Serve(ctx context.Context) error {
 		MaxHeaderBytes: maxHeaderBytes(l.limits.Load().RequestHeaderBytes),
 	}
 	errs := make(chan error, 1)
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	var watching sync.WaitGroup
+	watching.Go(supervisor.Guard(l.log, "certificate file watch", func() { l.watchCertificates(watchCtx) }, nil))
+	defer watching.Wait()
+	defer stopWatch()
 	l.mu.Lock()
 	l.srv, l.serveErrs = srv, errs
 	l.serveLocked(l.sock)

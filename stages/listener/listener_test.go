@@ -256,7 +256,7 @@ func TestReloadToAnAddressInUseChangesNothing(t *testing.T) {
 	cfg := listenConfig("127.0.0.1:0")
 	l, _, retirements := start(t, cfg)
 	addr := l.Addr().String()
-	cert := l.cert.Load()
+	cert := l.certs.Current()
 	busy, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -273,7 +273,7 @@ func TestReloadToAnAddressInUseChangesNothing(t *testing.T) {
 	if l.Addr().String() != addr || l.listenAddress() != cfg.Listen.Address {
 		t.Errorf("moved to %s (%s)", l.Addr(), l.listenAddress())
 	}
-	if l.cert.Load() != cert {
+	if l.certs.Current() != cert {
 		t.Error("the certificate changed")
 	}
 	if time.Duration(l.admissionWait.Load()) != cfg.Listen.AdmissionWait || l.DrainTimeout() != cfg.Listen.DrainTimeout {
@@ -290,7 +290,7 @@ func TestBadCertificateUndoesTheMove(t *testing.T) {
 	addr := l.Addr().String()
 	moved := freeAddress(t)
 	next := listenConfig(moved)
-	next.Listen.TLS = &config.TLS{Cert: filepath.Join(t.TempDir(), "missing.pem"), Key: filepath.Join(t.TempDir(), "missing.key")}
+	next.Listen.TLS = []config.TLS{{Cert: filepath.Join(t.TempDir(), "missing.pem"), Key: filepath.Join(t.TempDir(), "missing.key")}}
 	err := reconfigure(t, l, next)
 	if !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), "listener: certificate") {
 		t.Fatalf("reload: %v; want the certificate error", err)
@@ -307,7 +307,7 @@ func TestBadCertificateUndoesTheMove(t *testing.T) {
 func TestCertificateOnReload(t *testing.T) {
 	l, _, _ := start(t, listenConfig("127.0.0.1:0"))
 	addr := l.Addr().String()
-	dev := l.cert.Load()
+	dev := l.certs.Current()
 	if !certs.IsDev(dev) {
 		t.Fatal("no development certificate without listen.tls")
 	}
@@ -322,7 +322,7 @@ func TestCertificateOnReload(t *testing.T) {
 	if err := reconfigure(t, l, next); err != nil {
 		t.Fatal(err)
 	}
-	if l.cert.Load() != dev {
+	if l.certs.Current() != dev {
 		t.Error("a reload without listen.tls made a new certificate")
 	}
 	if got := get(t, client(t), addr); !got.Equal(dev.Leaf) {
@@ -349,7 +349,7 @@ func TestCertificateOnReload(t *testing.T) {
 }
 
 // testTLS is listen.tls for a fresh self-signed certificate named cn.
-func testTLS(t *testing.T, cn string) *config.TLS {
+func testTLS(t *testing.T, cn string) []config.TLS {
 	cert, key := testkit.SelfSigned(t, cn, false)
-	return &config.TLS{Cert: cert, Key: key}
+	return []config.TLS{{Cert: cert, Key: key}}
 }

@@ -95,11 +95,9 @@ func maxHeaderBytes(limit int64) int { return int(min(2*limit, 1<<30)) }
 // http/1.1.
 func (l *Listener) tcpTLS() *tls.Config {
 	return &tls.Config{
-		MinVersion: tls.VersionTLS12,
-		NextProtos: []string{"h2", "http/1.1"},
-		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-			return l.cert.Load(), nil
-		},
+		MinVersion:     tls.VersionTLS12,
+		NextProtos:     []string{"h2", "http/1.1"},
+		GetCertificate: l.certs.GetCertificate,
 	}
 }
 
