@@ -1,14 +1,25 @@
 package listener
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"log/slog"
+	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go/http3"
 
 	"spooky/config"
 	"spooky/internal/testkit"
@@ -254,24 +265,63 @@ func TestReloadFilesReadsTheCertificateAgain(t *testing.T) {
 	}
 }
 
+// namedPair writes a self-signed certificate named cn for the DNS names
+// given, and its key, into dir, and returns listen.tls for them.
+func namedPair(t *testing.T, dir, cn string, names ...string) config.TLS {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: cn},
+		DNSNames:     names,
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemPair{
+		cert: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		key:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
+	}.write(t, filepath.Join(dir, cn+".pem"), filepath.Join(dir, cn+".key"))
+	return config.TLS{Cert: filepath.Join(dir, cn+".pem"), Key: filepath.Join(dir, cn+".key")}
+}
+
 func TestCertificateChosenBySNI(t *testing.T) {
-	// Two pairs over a real handshake; the SNI rules themselves are
-	// certs' TestSNIChoice.
 	dir := t.TempDir()
-	a, b := newPair(t, "first"), newPair(t, "second")
-	a.write(t, filepath.Join(dir, "a.pem"), filepath.Join(dir, "a.key"))
-	b.write(t, filepath.Join(dir, "b.pem"), filepath.Join(dir, "b.key"))
 	cfg := tcpConfig("127.0.0.1:0")
 	cfg.Listen.TLS = []config.TLS{
-		{Cert: filepath.Join(dir, "a.pem"), Key: filepath.Join(dir, "a.key")},
-		{Cert: filepath.Join(dir, "b.pem"), Key: filepath.Join(dir, "b.key")},
+		namedPair(t, dir, "default", "localhost"),
+		namedPair(t, dir, "wildcard", "*.example.com"),
+		namedPair(t, dir, "exact", "api.example.com"),
 	}
 	l, _, _ := start(t, cfg)
-	// Both name localhost: the first pair that names it wins it.
-	if got := servedOverTCP(t, l, "localhost"); got != "first" {
-		t.Errorf("served %q, want the first pair", got)
-	}
-	if got := servedOverTCP(t, l, "unknown.test"); got != "first" {
-		t.Errorf("served %q for an unknown name, want the first pair", got)
+	for _, tc := range []struct{ sni, want string }{
+		{"api.example.com", "exact"},
+		{"www.example.com", "wildcard"},
+		{"a.b.example.com", "default"},
+		{"unknown.test", "default"},
+	} {
+		if got := servedOverTCP(t, l, tc.sni); got != tc.want {
+			t.Errorf("TCP, SNI %q: served %q, want %q", tc.sni, got, tc.want)
+		}
+		tr := &http3.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, ServerName: tc.sni}}
+		resp, err := (&http.Client{Transport: tr, Timeout: testkit.Watchdog}).Get("https://" + l.Addr().String() + "/")
+		if err != nil {
+			t.Fatalf("QUIC, SNI %q: %v", tc.sni, err)
+		}
+		resp.Body.Close()
+		tr.Close()
+		if got := resp.TLS.PeerCertificates[0].Subject.CommonName; got != tc.want {
+			t.Errorf("QUIC, SNI %q: served %q, want %q", tc.sni, got, tc.want)
+		}
 	}
 }
