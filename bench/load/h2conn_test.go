@@ -118,7 +118,7 @@ func TestH2ConnStreamLimit(t *testing.T) {
 
 	res, err := Run(t.Context(), Options{
 		URL: "https://" + ln.Addr().String() + "/slow?d=20ms", Protocol: ProtocolH2,
-		Connections: 1, Streams: 6, Duration: 300 * time.Millisecond, TLSConfig: insecure,
+		Connections: 1, Streams: 6, Duration: time.Second, TLSConfig: insecure,
 	})
 	if err != nil {
 		t.Fatal(err)
