@@ -53,6 +53,12 @@ func newH2Conn(tlsConfig *tls.Config, h2 *http.HTTP2Config) *H2Conn {
 	if tlsConfig != nil {
 		cfg = tlsConfig.Clone()
 	}
+	// A slice of its own: Clone shares the caller's backing array, and
+	// net/http appends to NextProtos as a transport starts, so transports
+	// made from one config would write to the same memory. h2 alone, so
+	// that a server without HTTP/2 fails rather than be measured over
+	// HTTP/1.1.
+	cfg.NextProtos = []string{"h2"}
 	c := &H2Conn{conns: map[net.Conn]struct{}{}}
 	var protocols http.Protocols
 	protocols.SetHTTP2(true)
