@@ -27,8 +27,10 @@ type handshakeHold struct {
 	conn *net.UDPConn // the client's side
 	out  *net.UDPConn // spooky's side
 
-	mu     sync.Mutex
-	client *net.UDPAddr
+	mu       sync.Mutex
+	client   *net.UDPAddr
+	answered bool     // spooky has sent the client something
+	flight   [][]byte // the client's first flight: Initial packets until answered, 0-RTT packets
 }
 
 func startHandshakeHold(t *testing.T, spookyAddr string) *handshakeHold {
@@ -63,6 +65,7 @@ func startHandshakeHold(t *testing.T, spookyAddr string) *handshakeHold {
 			h.mu.Lock()
 			h.client = from
 			h.mu.Unlock()
+			h.record(pkt)
 			pkt = withoutHandshake(pkt)
 			if len(pkt) > 0 {
 				out.Write(pkt)
@@ -78,6 +81,7 @@ func startHandshakeHold(t *testing.T, spookyAddr string) *handshakeHold {
 			}
 			h.mu.Lock()
 			client := h.client
+			h.answered = true
 			h.mu.Unlock()
 			if client != nil {
 				c.WriteToUDP(buf[:n], client)
@@ -88,19 +92,33 @@ func startHandshakeHold(t *testing.T, spookyAddr string) *handshakeHold {
 }
 
 // withoutHandshake returns the datagram d without the Handshake packets
-// coalesced in it (RFC 9000 §12.2, §17.2); the packets after a short
-// header, which has no length, are kept as they are.
+// coalesced in it; what follows the long-header packets (a short-header
+// packet, which has no length) is kept as it is.
 func withoutHandshake(d []byte) []byte {
 	var kept []byte
-	for len(d) > 0 && d[0]&0x80 != 0 {
-		typ := (d[0] >> 4) & 3 // QUIC v1: 0 Initial, 1 0-RTT, 2 Handshake, 3 Retry
-		if typ == 3 || len(d) < 6 {
+	for _, p := range longPackets(d) {
+		if (p[0]>>4)&3 != 2 {
+			kept = append(kept, p...)
+		}
+		d = d[len(p):]
+	}
+	return append(kept, d...)
+}
+
+// longPackets splits off the long-header packets coalesced at the front of
+// the datagram d (RFC 9000 §12.2, §17.2): QUIC v1's Initial (type 0), 0-RTT
+// (1) and Handshake (2) packets.
+func longPackets(d []byte) [][]byte {
+	var ps [][]byte
+	for len(d) > 6 && d[0]&0x80 != 0 {
+		typ := (d[0] >> 4) & 3
+		if typ == 3 { // Retry, from servers only
 			break
 		}
 		i := 5        // first byte, version
 		for range 2 { // destination, then source connection ID
 			if i >= len(d) {
-				return append(kept, d...)
+				return ps
 			}
 			i += 1 + int(d[i])
 		}
@@ -113,12 +131,10 @@ func withoutHandshake(d []byte) []byte {
 		if w == 0 || end > len(d) {
 			break
 		}
-		if typ != 2 {
-			kept = append(kept, d[:end]...)
-		}
+		ps = append(ps, d[:end])
 		d = d[end:]
 	}
-	return append(kept, d...)
+	return ps
 }
 
 // varint decodes a QUIC variable-length integer and its width, 0 if b is
@@ -140,14 +156,42 @@ func varint(b []byte) (uint64, int) {
 
 func (h *handshakeHold) addr() string { return h.conn.LocalAddr().String() }
 
+// record keeps, of a datagram the client sent, what an attacker would
+// replay: its 0-RTT packets, and its Initial packets until spooky first
+// answered (later ones acknowledge spooky's, which a replay's new
+// connection never sent).
+func (h *handshakeHold) record(d []byte) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, p := range longPackets(d) {
+		if typ := (p[0] >> 4) & 3; typ == 1 || typ == 0 && !h.answered {
+			h.flight = append(h.flight, p)
+		}
+	}
+}
+
+// replay sends the client's first flight, as recorded, from the socket c:
+// what an attacker who recorded it can do.
+func (h *handshakeHold) replay(c *net.UDPConn, to *net.UDPAddr) {
+	h.mu.Lock()
+	flight := h.flight
+	h.mu.Unlock()
+	for _, p := range flight {
+		c.WriteToUDP(p, to)
+	}
+}
+
 // TestEarlyDataIsNeverReplayedUpstream: a GET sent in 0-RTT goes upstream
 // with Early-Data: 1, a POST sent in 0-RTT gets 425 and never reaches the
 // upstream (RFC 8470).
 func TestEarlyDataIsNeverReplayedUpstream(t *testing.T) {
-	var posts atomic.Int64
+	var posts, earlyGets atomic.Int64
 	counting := testkit.StartH2C(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPost {
+		switch {
+		case r.Method == http.MethodPost:
 			posts.Add(1)
+		case r.URL.Path == "/headers" && r.Header.Get("Early-Data") == "1":
+			earlyGets.Add(1)
 		}
 		backend.Handler("b1").ServeHTTP(w, r)
 	}), testkit.H2COptions{})
@@ -220,6 +264,37 @@ func TestEarlyDataIsNeverReplayedUpstream(t *testing.T) {
 
 	if !qc.ConnectionState().Used0RTT {
 		t.Fatal("the connection did not use 0-RTT; the test proved nothing")
+	}
+
+	// Whoever recorded that first flight replays it from another
+	// address. Once spooky has dropped the original connection (its
+	// handshake never completed), the replay is a new connection with a
+	// valid ticket: its GET goes upstream again, marked Early-Data: 1,
+	// and its POST never does. It is resent until spooky takes it.
+	qc.CloseWithError(0, "")
+	replayer, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer replayer.Close()
+	to, err := net.ResolveUDPAddr("udp", spookyAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	replayed, stop := context.WithTimeout(context.Background(), 30*time.Second)
+	defer stop()
+	for earlyGets.Load() < 2 {
+		hold.replay(replayer, to)
+		select {
+		case <-tick.C:
+		case <-replayed.Done():
+			t.Fatal("the replayed flight's GET never reached the upstream")
+		}
+	}
+	if n := posts.Load(); n != 0 {
+		t.Fatalf("a replayed POST reached the upstream %d times", n)
 	}
 }
 
