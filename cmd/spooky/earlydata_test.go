@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"net"
 	"net/http"
 	"sync"
@@ -246,18 +245,14 @@ func TestEarlyDataIsNeverReplayedUpstream(t *testing.T) {
 			return resp
 		}
 	}
-	post, getHeaders := send(http.MethodPost, "/echo"), send(http.MethodGet, "/headers")
+	post, _ := send(http.MethodPost, "/echo"), send(http.MethodGet, "/headers")
 	if resp := post(); resp.StatusCode != http.StatusTooEarly {
 		t.Fatalf("POST in early data: %d; want 425", resp.StatusCode)
 	}
-	resp := getHeaders()
-	var seen backend.Received
-	if err := json.NewDecoder(resp.Body).Decode(&seen); err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != http.StatusOK || seen.Header.Get("Early-Data") != "1" {
-		t.Fatalf("GET in early data: %d, upstream saw Early-Data %q; want 200 and \"1\"", resp.StatusCode, seen.Header.Get("Early-Data"))
-	}
+	// The GET is judged by what the upstream saw. Its answer is not
+	// waited for: with the handshake held, spooky's unacknowledged
+	// handshake data can fill its congestion window on a loaded machine.
+	testkit.WaitFor(t, "the early GET to reach the upstream marked Early-Data: 1", func() bool { return earlyGets.Load() == 1 })
 	if n := posts.Load(); n != 0 {
 		t.Fatalf("%d POSTs sent in early data reached the upstream", n)
 	}
