@@ -30,6 +30,9 @@ type Info struct {
 	// InFlight is how many requests the listener holds, each on its own
 	// http3 handler goroutine.
 	InFlight int `json:"in_flight,omitempty"`
+	// Connections is how many client connections the listener holds,
+	// QUIC and TCP together, handshaking ones included.
+	Connections int `json:"connections,omitempty"`
 	// Refused counts what the stage refused to take, by the limit that
 	// refused it (listen.limits, listen.quic); telemetry shows it as
 	// spooky_refused_total.

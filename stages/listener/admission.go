@@ -243,6 +243,13 @@ func (a *admission) closeIdle() {
 	}
 }
 
+// count is how many connections are admitted and not yet closed.
+func (a *admission) count() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.total
+}
+
 // verifySourceAddress is quic.Transport.VerifySourceAddress: it asks for a
 // Retry once new connections come faster than quic.retry_above a second.
 func (a *admission) verifySourceAddress(net.Addr) bool {

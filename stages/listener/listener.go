@@ -400,7 +400,7 @@ func (l *Listener) Close() error {
 // Inspect shows the requests in flight: each one holds a handler goroutine
 // of quic-go's or net/http's. The listener has no mailbox and no workers of its own.
 func (l *Listener) Inspect() stages.Info {
-	return stages.Info{InFlight: int(l.inFlight.Load()), Refused: l.refused.snapshot()}
+	return stages.Info{InFlight: int(l.inFlight.Load()), Connections: l.conns.count(), Refused: l.refused.snapshot()}
 }
 
 // ServeHTTP turns one request, over HTTP/3 or over TCP, into an envelope,
