@@ -3,12 +3,14 @@ package listener
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -205,21 +207,32 @@ func TestReloadMovesTheTCPAddress(t *testing.T) {
 }
 
 func TestTCPDisabledAndEnabled(t *testing.T) {
-	cfg := tcpConfig("127.0.0.1:0")
-	cfg.Listen.TCP.Enabled = false
-	l, _, _ := start(t, cfg)
-	if a := l.TCPAddr(); a != nil {
-		t.Fatalf("bound TCP %v with listen.tcp.enabled false", a)
-	}
-	port := strconv.Itoa(l.Addr().(*net.UDPAddr).Port)
-	if c, err := net.Dial("tcp", "127.0.0.1:"+port); err == nil {
-		c.Close()
-		t.Fatal("something takes TCP connections on the QUIC port")
-	}
-
-	cfg = tcpConfig("127.0.0.1:0")
-	if err := reconfigure(t, l, cfg); err != nil {
-		t.Fatal(err)
+	var l *Listener
+	var port string
+	var cfg *config.Config
+	// Enabling TCP binds the QUIC port's number over TCP, which another
+	// process may have taken meanwhile (tests run side by side): such an
+	// attempt starts again with a fresh listener, three times at most.
+	for attempt := 1; ; attempt++ {
+		cfg = tcpConfig("127.0.0.1:0")
+		cfg.Listen.TCP.Enabled = false
+		l, _, _ = start(t, cfg)
+		if a := l.TCPAddr(); a != nil {
+			t.Fatalf("bound TCP %v with listen.tcp.enabled false", a)
+		}
+		port = strconv.Itoa(l.Addr().(*net.UDPAddr).Port)
+		if c, err := net.Dial("tcp", "127.0.0.1:"+port); err == nil {
+			c.Close()
+			t.Fatal("something takes TCP connections on the QUIC port")
+		}
+		cfg = tcpConfig("127.0.0.1:0")
+		err := reconfigure(t, l, cfg)
+		if err == nil {
+			break
+		}
+		if attempt == 3 || !errors.Is(err, syscall.EADDRINUSE) {
+			t.Fatal(err)
+		}
 	}
 	if got := l.TCPAddr().(*net.TCPAddr).Port; strconv.Itoa(got) != port {
 		t.Errorf("TCP on port %d once enabled, want the QUIC port %s", got, port)
