@@ -1,15 +1,8 @@
 package listener
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -17,7 +10,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/quic-go/quic-go/http3"
 
@@ -269,30 +261,10 @@ func TestReloadFilesReadsTheCertificateAgain(t *testing.T) {
 // given, and its key, into dir, and returns listen.tls for them.
 func namedPair(t *testing.T, dir, cn string, names ...string) config.TLS {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: cn},
-		DNSNames:     names,
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pemPair{
-		cert: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		key:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
-	}.write(t, filepath.Join(dir, cn+".pem"), filepath.Join(dir, cn+".key"))
-	return config.TLS{Cert: filepath.Join(dir, cn+".pem"), Key: filepath.Join(dir, cn+".key")}
+	certPEM, keyPEM := testkit.SelfSignedPEM(t, cn, names...)
+	p := config.TLS{Cert: filepath.Join(dir, cn+".pem"), Key: filepath.Join(dir, cn+".key")}
+	pemPair{cert: certPEM, key: keyPEM}.write(t, p.Cert, p.Key)
+	return p
 }
 
 func TestCertificateChosenBySNI(t *testing.T) {
