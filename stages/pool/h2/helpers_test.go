@@ -135,6 +135,19 @@ type shutdownCtx struct {
 	once  sync.Once
 }
 
+// goShutdown starts c.Shutdown, bounded by 5 s, and returns once it has
+// started; its result arrives on the channel.
+func goShutdown(t *testing.T, c *Conn) <-chan error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	t.Cleanup(cancel)
+	sctx := newShutdownCtx(ctx)
+	shut := make(chan error, 1)
+	go func() { shut <- c.Shutdown(sctx) }()
+	waitChan(t, sctx.asked, "Shutdown to start")
+	return shut
+}
+
 func newShutdownCtx(ctx context.Context) *shutdownCtx {
 	return &shutdownCtx{Context: ctx, asked: make(chan struct{})}
 }

@@ -45,12 +45,7 @@ func TestShutdownWaitsForInFlight(t *testing.T) {
 	ch := goRoundTrip(context.Background(), c, getReq("/"))
 	waitChan(t, entered, "the handler")
 
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	sctx := newShutdownCtx(ctx)
-	shut := make(chan error, 1)
-	go func() { shut <- c.Shutdown(sctx) }()
-	waitChan(t, sctx.asked, "Shutdown to start")
+	shut := goShutdown(t, c)
 	if c.Reserve() {
 		t.Errorf("Reserve succeeded during Shutdown")
 	}
@@ -132,12 +127,7 @@ func TestShutdownSendsGoAway(t *testing.T) {
 		c, f := startFake(t, Config{})
 		ch := goRoundTrip(context.Background(), c, getReq("/"))
 		h := f.readRequest()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		sctx := newShutdownCtx(ctx)
-		shut := make(chan error, 1)
-		go func() { shut <- c.Shutdown(sctx) }()
-		waitChan(t, sctx.asked, "Shutdown to start")
+		shut := goShutdown(t, c)
 		f.respond(h.StreamID, "x")
 		r := await(t, ch)
 		if r.err != nil {
@@ -466,12 +456,7 @@ func TestShutdownReportsAConnectionThatFailedMeanwhile(t *testing.T) {
 	c, f := startFake(t, Config{})
 	ch := goRoundTrip(context.Background(), c, getReq("/"))
 	f.readRequest()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	sctx := newShutdownCtx(ctx)
-	shut := make(chan error, 1)
-	go func() { shut <- c.Shutdown(sctx) }()
-	waitChan(t, sctx.asked, "Shutdown to start")
+	shut := goShutdown(t, c)
 	f.nc.Close() // the upstream goes away under the stream
 	if r := await(t, ch); r.err == nil {
 		t.Fatal("the in-flight request succeeded on a connection that died")
