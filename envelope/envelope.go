@@ -46,10 +46,10 @@ type Envelope struct {
 	Aborted         bool // the response was cut short; the client's stream must be reset
 
 	body      *trackedBody
-	relay     func() (int, error) // what Stream left for the listener to run, until Relay runs it
-	tryOpen   bool                // BeginTry was called and EndTry not yet
-	repicks   int                 // picks the pool could not use, see Repick
-	retryHeld *upstream.Group     // whose retry budget this envelope holds a place in
+	relay     Relayer         // what Stream left for the listener to run, until Relay runs it
+	tryOpen   bool            // BeginTry was called and EndTry not yet
+	repicks   int             // picks the pool could not use, see Repick
+	retryHeld *upstream.Group // whose retry budget this envelope holds a place in
 	cancel    context.CancelFunc
 	done      chan struct{}
 	finished  atomic.Bool
@@ -139,14 +139,21 @@ func (e *Envelope) settle(status int, err error) {
 	}
 }
 
+// Relayer writes a response that Stream handed over to e.Writer and
+// returns the status and error to record, as Finish takes them. An
+// interface, not a func, so that handing the pool's answer over allocates
+// nothing more.
+type Relayer interface {
+	Relay(e *Envelope) (status int, err error)
+}
+
 // Stream finishes e as Finish does, except that the response is not
 // written yet: relay writes it, on the listener's goroutine, when the
 // listener calls Relay after Done. It is how the pool hands over a response
 // whose pace is the client's, so that no pool worker waits on a client's
-// flow control. The try stays open until relay ends it; relay returns the
-// status and error to record, as Finish takes them. Like Finish, only the
-// first of Stream and Finish counts; it reports whether this one did.
-func (e *Envelope) Stream(relay func() (status int, err error)) bool {
+// flow control. The try stays open until relay ends it. Like Finish, only
+// the first of Stream and Finish counts; it reports whether this one did.
+func (e *Envelope) Stream(relay Relayer) bool {
 	if !e.finished.CompareAndSwap(false, true) {
 		return false
 	}
@@ -166,7 +173,7 @@ func (e *Envelope) Relay() {
 		return
 	}
 	e.relay = nil
-	e.settle(relay())
+	e.settle(relay.Relay(e))
 }
 
 // RelayFailed records a relay that panicked as a 502: the client's stream

@@ -29,7 +29,7 @@ func TestRelayPanicIsContainedToItsRequest(t *testing.T) {
 	defer e.Release()
 	e.Ctx, e.Writer = context.Background(), httptest.NewRecorder()
 	e.BeginTry(ep)
-	e.Stream(func() (int, error) { panic("relay bug") })
+	e.Stream(panickingRelay{})
 	<-e.Done()
 	l.relay(e)
 	if e.Status != http.StatusBadGateway || !errors.Is(e.Err, stages.ErrStagePanic) {
@@ -111,3 +111,8 @@ func (s *syncLog) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// panickingRelay is a relay with a bug.
+type panickingRelay struct{}
+
+func (panickingRelay) Relay(*envelope.Envelope) (int, error) { panic("relay bug") }

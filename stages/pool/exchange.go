@@ -62,7 +62,7 @@ func (p *Pool) Handle(e *envelope.Envelope) {
 	if t.answer != nil {
 		a := t.answer
 		a.latency, a.ec = time.Since(start), ec
-		e.Stream(func() (int, error) { return a.relay(e) })
+		e.Stream(a)
 		return
 	}
 	ec.streamEnded()
@@ -329,6 +329,8 @@ type answer struct {
 	ec      *endpointConns     // the endpoint's connections, told when the stream ends
 }
 
+var _ envelope.Relayer = (*answer)(nil)
+
 // release gives back what the answer holds: the upstream stream (closing
 // the body resets it if it is still open), the try's context and the
 // buffer.
@@ -345,11 +347,11 @@ func (a *answer) release() {
 	}
 }
 
-// relay sends the answer to e.Writer, ends the try and returns how the
+// Relay sends the answer to e.Writer, ends the try and returns how the
 // request ended. The endpoint is judged by its own part: its status, or a
 // body it cut short; its latency is the time to its answer, not the
 // client's pace of reading it.
-func (a *answer) relay(e *envelope.Envelope) (int, error) {
+func (a *answer) Relay(e *envelope.Envelope) (int, error) {
 	defer a.release()
 	status, err := respond(e, a.resp, a.head)
 	if err != nil && e.Ctx.Err() != nil {
